@@ -1,0 +1,1 @@
+"""synthbench plugin: ours (under construction)."""

@@ -1,0 +1,1 @@
+"""synthbench plugin: pix2pixhd (under construction)."""

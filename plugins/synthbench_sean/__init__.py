@@ -1,0 +1,1 @@
+"""synthbench plugin: sean (under construction)."""

@@ -1,0 +1,1 @@
+"""synthbench plugin: spade (under construction)."""

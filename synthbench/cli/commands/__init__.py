@@ -1,0 +1,1 @@
+"""Built-in CLI command modules; each defines ``register(app: typer.Typer)``."""

@@ -1,0 +1,56 @@
+"""Assemble the Typer app: built-in command modules, then commands added by plugins.
+
+Each module in :mod:`synthbench.cli.commands` defines ``register(app)``. Errors the user can
+fix (:class:`synthbench.SynthbenchError`) print one line ``error: ...`` and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from synthbench.cli import commands
+from synthbench.errors import SynthbenchError
+from synthbench.plugins import get_registry
+
+
+class _Group(TyperGroup):
+    """Turn :class:`SynthbenchError` into a one-line message and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SynthbenchError as exc:
+            if os.environ.get("SYNTHBENCH_DEBUG"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        cls=_Group,
+        name="synthbench",
+        help="Train and compare conditional-GAN chest-CT synthesizers under identical settings.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_show_locals=False,
+    )
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.register(app)
+    get_registry().add_commands(app)
+    return app
+
+
+def main() -> None:
+    build_app()()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""The Synthesizer contract: what a plugin provides so the shared engine can train it.
+
+Tensor layouts (MONAI-style, documented once here and used everywhere):
+
+* ``Batch.image``: ``float32 [B, 1, H, W]`` CT slice, intensities in ``[-1, 1]``
+  (HU window mapped linearly, paper Sec. "Data and preprocessing").
+* ``Batch.label``: ``int64 [B, H, W]`` class ids ``0 .. num_classes - 1``.
+* ``Batch.onehot``: ``float32 [B, C, H, W]`` one-hot of ``label`` (the conditioning input of
+  every built-in method; baselines.md "Input everywhere: a one-hot label map").
+* ``Batch.lung``: ``bool [B, 1, H, W]`` the lung region (every class marked as lung or lesion
+  in the data-set description); used by the completion step and lung-only metrics.
+* :meth:`Synthesizer.generate` returns ``float32 [B, 1, H, W]`` in ``[-1, 1]``.
+
+A synthesizer never writes a training loop. The engine calls :meth:`Synthesizer.training_step`
+for the current stage; the method *yields* one :class:`Update` per optimizer step (for a GAN:
+first the discriminator's loss, then the generator's). The engine runs each piece under the
+run's precision (autocast), does ``zero_grad`` / ``backward`` / gradient scaling / ``step`` for
+the named optimizer, checks the loss is finite, logs, and resumes the generator.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from synthbench.errors import SynthbenchError
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage. ``fraction`` is its default share of the protocol's epochs."""
+
+    name: str
+    fraction: float = 1.0
+    description: str = ""
+
+
+@dataclass
+class Update:
+    """One optimizer step requested by a synthesizer: minimise ``loss`` with optimizer ``optimizer``.
+
+    ``logs`` are scalars (floats or 0-d tensors) written to the run's step log, e.g. loss
+    components or the mean DESUM weight alpha.
+    """
+
+    optimizer: str
+    loss: torch.Tensor
+    logs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """What the engine needs to build one Adam optimizer (the paper trains every method with Adam).
+
+    ``lr_scale`` multiplies the protocol's base learning rate (SPADE's two-time-scale rule is
+    G 0.5x, D 2x of 2e-4). ``betas`` come from the method's paper unless the protocol overrides.
+    """
+
+    params: tuple[nn.Parameter, ...]
+    lr_scale: float = 1.0
+    betas: tuple[float, float] = (0.5, 0.999)
+
+
+@dataclass
+class Batch:
+    """A training or synthesis batch; see the module docstring for layouts."""
+
+    image: torch.Tensor
+    label: torch.Tensor
+    num_classes: int
+    lung: torch.Tensor | None = None
+
+    @property
+    def onehot(self) -> torch.Tensor:
+        return one_hot(self.label, self.num_classes)
+
+    def to(self, device: torch.device | str, memory_format=torch.contiguous_format) -> Batch:
+        def move(t):
+            return None if t is None else t.to(device, non_blocking=True)
+
+        image = move(self.image)
+        if image.dim() == 4:
+            image = image.contiguous(memory_format=memory_format)
+        return Batch(image, move(self.label), self.num_classes, move(self.lung))
+
+    def __len__(self) -> int:
+        return self.label.shape[0]
+
+
+def one_hot(label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``int64 [B, H, W]`` -> ``float32 [B, C, H, W]``."""
+    return nn.functional.one_hot(label.long(), num_classes).permute(0, 3, 1, 2).float()
+
+
+def set_requires_grad(modules: nn.Module | Iterable[nn.Module], flag: bool) -> None:
+    """Freeze or unfreeze networks (pix2pix freezes D while G is optimised)."""
+    if isinstance(modules, nn.Module):
+        modules = [modules]
+    for module in modules:
+        for p in module.parameters():
+            p.requires_grad_(flag)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class Synthesizer(abc.ABC):
+    """Base class of a label-map -> CT-slice synthesizer plugin.
+
+    A subclass must define :attr:`name`, :meth:`build_networks`, :meth:`optimizers` and
+    :meth:`training_step`, and should define :meth:`default_options` (every hyperparameter of
+    its paper, recorded in the run), :attr:`stages` (the paper's model has three),
+    :attr:`citation` and :attr:`summary`. It must work for any ``num_classes >= 2`` and any
+    ``image_size`` the data set gives; if a size is impossible for the architecture it raises
+    :class:`synthbench.SynthesizerConfigError` naming the constraint.
+
+    The engine may replace entries of :attr:`train_nets` by wrapped modules
+    (DistributedDataParallel, torch.compile); plugins call networks through
+    ``self.train_nets[name]`` inside :meth:`training_step` and through ``self.nets[name]``
+    elsewhere. ``self.nets`` always holds the plain modules, so state dicts are wrapper-free.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
+    stages: ClassVar[tuple[Stage, ...]] = (Stage("main", 1.0, "train all networks jointly"),)
+    #: Named option presets (e.g. the paper's ablations); ``--variant NAME`` applies one.
+    variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+
+    def __init__(
+        self,
+        num_classes: int,
+        image_size: int,
+        options: Mapping[str, Any] | None = None,
+        variant: str | None = None,
+    ):
+        if num_classes < 2:
+            raise SynthesizerConfigError(f"{self.name}: needs at least 2 label classes, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.image_size = int(image_size)
+        self.variant = variant
+        self.options = self.resolve_options(options, variant)
+        self.nets = nn.ModuleDict(self.build_networks())
+        self.train_nets: dict[str, nn.Module] = dict(self.nets.items())
+
+    # ----------------------------------------------------------------- configuration
+    @classmethod
+    def default_options(cls) -> dict[str, Any]:
+        """Every method-specific hyperparameter with its paper's value."""
+        return {}
+
+    @classmethod
+    def resolve_options(cls, options: Mapping[str, Any] | None, variant: str | None) -> dict[str, Any]:
+        """Defaults, then the variant's preset, then explicit options; unknown keys are errors."""
+        resolved = copy.deepcopy(cls.default_options())
+        layers: list[Mapping[str, Any]] = []
+        if variant is not None:
+            if variant not in cls.variants:
+                known = ", ".join(sorted(cls.variants)) or "none"
+                raise SynthesizerConfigError(f"{cls.name}: unknown variant {variant!r} (known: {known})")
+            layers.append(cls.variants[variant])
+        layers.append(options or {})
+        for layer in layers:
+            for key, value in layer.items():
+                if key not in resolved:
+                    raise SynthesizerConfigError(
+                        f"{cls.name}: unknown option {key!r} (known: {', '.join(sorted(resolved))})"
+                    )
+                resolved[key] = value
+        return resolved
+
+    # ----------------------------------------------------------------- to implement
+    @abc.abstractmethod
+    def build_networks(self) -> dict[str, nn.Module]:
+        """Create every network (generators, discriminators, auxiliary nets), initialised."""
+
+    @abc.abstractmethod
+    def optimizers(self, stage: str) -> dict[str, OptimizerSpec]:
+        """The optimizers of one stage, by name; names match the ``Update.optimizer`` it yields."""
+
+    @abc.abstractmethod
+    def training_step(self, stage: str, batch: Batch) -> Iterator[Update]:
+        """Yield the updates of one training iteration of ``stage`` (see the module docstring)."""
+
+    def generator_for(self, stage: str | None = None) -> str:
+        """Name of the network that produces the final image (for sample grids); default 'G'."""
+        return "G"
+
+    @torch.no_grad()
+    def generate(self, onehot: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        """Synthesize ``[B, 1, H, W]`` images in ``[-1, 1]`` from ``[B, C, H, W]`` one-hot maps.
+
+        ``style`` is an optional ``[B, 1, H, W]`` reference image for style-based methods (SEAN);
+        others ignore it. The default runs ``self.nets[self.generator_for()]`` in eval mode.
+        """
+        self.check_input(onehot)
+        net = self.nets[self.generator_for()]
+        was_training = net.training
+        net.eval()
+        try:
+            return net(onehot)
+        finally:
+            net.train(was_training)
+
+    # ----------------------------------------------------------------- shared helpers
+    def check_input(self, onehot: torch.Tensor) -> None:
+        if onehot.dim() != 4 or onehot.shape[1] != self.num_classes:
+            raise SynthesizerConfigError(
+                f"{self.name}: expected a one-hot label map [B, {self.num_classes}, H, W], "
+                f"got shape {tuple(onehot.shape)}"
+            )
+        if onehot.shape[-2:] != (self.image_size, self.image_size):
+            raise SynthesizerConfigError(
+                f"{self.name}: built for {self.image_size}x{self.image_size} maps, "
+                f"got {onehot.shape[-2]}x{onehot.shape[-1]}"
+            )
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Exact parameter count of every network, by name."""
+        return {name: count_parameters(net) for name, net in self.nets.items()}
+
+    def describe(self) -> dict[str, Any]:
+        """Extra facts for ``synthbench info`` (e.g. reference counts, departures from the paper)."""
+        return {}
+
+    def pretrained_weights(self) -> list[dict[str, str]]:
+        """Pretrained weights this instance uses (``{"name", "path", "sha256"}``), for the manifest."""
+        return []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: net.state_dict() for name, net in self.nets.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        missing = set(self.nets) - set(state)
+        if missing:
+            raise SynthesizerConfigError(f"{self.name}: checkpoint lacks networks {sorted(missing)}")
+        for name, net in self.nets.items():
+            net.load_state_dict(state[name])
+
+    def to(self, device: torch.device | str, memory_format=torch.contiguous_format) -> Synthesizer:
+        self.nets.to(device=device, memory_format=memory_format)
+        return self
+
+    def train(self, mode: bool = True) -> Synthesizer:
+        self.nets.train(mode)
+        return self
+
+    def stage_names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+
+class SynthesizerConfigError(SynthbenchError):
+    """A synthesizer cannot be built with the requested classes, size or options."""
