@@ -37,6 +37,13 @@ REAL_SPLITS = ("train", "test", "seg_test")
 AUGMENTED_SPLITS = ("train_aug", "test_aug")
 
 
+def _hash_array(digest: Any, array: np.ndarray, chunk: int = 256) -> None:
+    """Feed ``array.tobytes()`` to ``digest`` in blocks of rows (same hash, no full in-memory copy)."""
+    array = np.ascontiguousarray(array)
+    for start in range(0, max(len(array), 1), chunk):
+        digest.update(np.ascontiguousarray(array[start : start + chunk]).view(np.uint8).reshape(-1).data)
+
+
 @dataclass
 class SplitArrays:
     """One split in memory or memory-mapped. ``image`` float16/32 [N,H,W]; ``label`` uint8 [N,H,W]."""
@@ -94,8 +101,8 @@ def write_prepared(
             }
             (folder / "index.json").write_text(json.dumps(index))
             digest.update(name.encode())
-            digest.update(image.tobytes())
-            digest.update(label.tobytes())
+            _hash_array(digest, image)
+            _hash_array(digest, label)
             digest.update(json.dumps(index, sort_keys=True).encode())
             split_meta[name] = {"count": len(arrays), "patients": sorted(set(index["patient"]))}
         content_hash = digest.hexdigest()
@@ -107,6 +114,8 @@ def write_prepared(
             "source": source,
             "options": options,
             "splits": split_meta,
+            # Order in which the splits entered the hash ("splits" itself is written key-sorted).
+            "split_order": list(split_meta),
             "content_hash": content_hash,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
@@ -180,11 +189,11 @@ class PreparedDataset:
     def verify(self) -> bool:
         """Recompute the content hash from the files and compare with the manifest."""
         digest = hashlib.sha256(json.dumps(self.spec.to_dict(), sort_keys=True).encode())
-        for name in self.manifest["splits"]:
+        for name in self.manifest.get("split_order", self.manifest["splits"]):
             arrays = self.split(name)
             digest.update(name.encode())
-            digest.update(np.ascontiguousarray(arrays.image).tobytes())
-            digest.update(np.ascontiguousarray(arrays.label).tobytes())
+            _hash_array(digest, arrays.image)
+            _hash_array(digest, arrays.label)
             index = {"patient": arrays.patient, "source_index": arrays.source_index, "augmentation": arrays.augmentation}
             digest.update(json.dumps(index, sort_keys=True).encode())
         return digest.hexdigest() == self.content_hash

@@ -1,0 +1,108 @@
+"""The shared training engine: protocols, the one training loop, checkpoints, run directory, DDP.
+
+Python API (every method trains through exactly this)::
+
+    from synthbench.engine import Protocol, get_protocol, train, load_synthesizer, RunResult
+
+    result = train("pix2pix", data_dir, out_dir, protocol="quick", seed=None, variant=None,
+                   options=None, overrides=None, resume=False, show_progress=True)
+    # RunResult(run_dir, steps, epochs, wall_time_s, images_per_second, final_losses, status)
+    synth = load_synthesizer(run_dir, device="cpu")   # final weights, else the latest checkpoint
+
+* ``protocol``: ``"paper"``, ``"quick"``, ``"smoke"`` or a :class:`Protocol`; ``overrides`` set
+  any protocol field (e.g. ``{"epochs": 2, "max_steps": 50, "deterministic": True}``).
+  ``seed`` None means the protocol's seed. ``options`` / ``variant`` go to the synthesizer
+  (defaults -> variant -> protocol ``method_options`` -> explicit options).
+* Stages: ``synthesizer.stages`` in order, stage i gets ``round(fraction_i * epochs)`` epochs
+  (at least one step); per stage, one Adam per ``synthesizer.optimizers(stage)`` entry with
+  ``lr = protocol.lr * lr_scale`` and the spec's betas (or ``protocol.method_betas[method]``),
+  and one ``LambdaLR`` each: constant for the first half of the stage's steps, then linearly to
+  0 (paper Sec. "Implementation details").
+* Each ``Update`` yielded by ``training_step`` is produced under autocast (``next()`` runs inside
+  the autocast context), its loss checked with ``torch.isfinite`` (a non-finite loss raises
+  :class:`synthbench.errors.NonFiniteLossError` naming method, stage, step and optimizer; the
+  last good checkpoint is left intact), then ``zero_grad`` / ``backward`` (scaled for fp16) /
+  ``step`` on the named optimizer.
+* CUDA defaults (each a protocol field; set it to turn the feature off): ``precision="auto"``
+  -> bf16 autocast (``"fp32"`` off, ``"fp16"`` uses a GradScaler); ``channels_last="auto"``
+  (False off); ``fused_adam="auto"`` (False off); ``cudnn_benchmark="auto"`` (on unless
+  ``deterministic``; False off). ``deterministic=True`` sets
+  ``torch.use_deterministic_algorithms(True)``, cudnn deterministic and
+  ``CUBLAS_WORKSPACE_CONFIG``; the previous global settings are restored when ``train`` returns.
+* Data: split ``train_aug`` if the prepared set has it, else ``train`` (``train_split``
+  overrides). The order of every epoch comes from a ``DistributedSampler`` seeded with the run
+  seed and the epoch number (also in single-process runs), so a resumed run sees the same order
+  and skips the batches already done. The data set is identified by its content hash.
+* Resume (``resume=True``, CLI ``--resume``): the recorded configuration is reloaded; the latest
+  checkpoint restores networks, optimizers, schedulers, grad scaler, RNG states (torch, numpy,
+  python, CUDA) and the position (stage, epoch, batch, step). On CPU in deterministic mode the
+  weights at the end equal an uninterrupted run's exactly. Only runtime fields
+  (``stop_after_steps``, ``device``, ``workers``, ``checkpoint_every``, ``keep_last_n``) may change.
+* Distributed: under torchrun see :mod:`synthbench.engine.distributed`; only rank 0 writes.
+
+Run directory layout::
+
+    RUN/config.json             resolved config: method, variant, options used, explicit options,
+                                protocol fields, seed, data dir + content hash + split, resolved
+                                device/precision/batch/stage plan, optimizers (lr, betas) per stage
+    RUN/manifest.json           seed, versions (python, torch, synthbench, ...), git commit, hardware,
+                                plugin (name, distribution, version), data hash, pretrained weights
+                                (sha256), parameter counts, start/end time, resumed_at, status
+                                (running / finished / stopped / failed), steps, wall time, images/s
+    RUN/log.jsonl               one line per step: step, stage, epoch, batch, loss/<optimizer>,
+                                the plugin's logs, lr/<optimizer>, images_per_second, time
+    RUN/samples/epoch_NNN.png   per epoch: rows of fixed training samples, columns label (class
+                                colours), real, fake
+    RUN/checkpoints/ckpt_NNNNNNN.pt   every ``checkpoint_every`` steps and at the end (atomic;
+                                the newest ``keep_last_n`` kept): nets, optimizers, schedulers,
+                                scaler, rng, position, elapsed_s
+    RUN/final.pt                {"format", "method", "nets"}: the final weights
+
+``log.jsonl`` is appended and flushed every step (on resume, records after the checkpoint are
+dropped); every other file is written atomically through :mod:`synthbench.io`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from synthbench.engine.loop import RunResult, plan_stages, train
+from synthbench.engine.protocol import PROTOCOLS, Protocol, get_protocol
+from synthbench.errors import SynthbenchError
+
+
+def load_synthesizer(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None):
+    """The run's synthesizer with its final weights (else the latest checkpoint), in eval mode."""
+    from synthbench.engine import rundir
+    from synthbench.plugins import get_registry
+
+    run_dir = Path(run_dir)
+    config = rundir.read_json(run_dir / "config.json")
+    cls = get_registry().synthesizer(config["method"])
+    synth = cls(num_classes=config["num_classes"], image_size=config["image_size"],
+                options=config.get("options"), variant=None)
+    synth.variant = config.get("variant")
+    if checkpoint is None:
+        final = run_dir / rundir.FINAL
+        ckpts = rundir.list_checkpoints(run_dir)
+        if final.is_file():
+            checkpoint = final
+        elif ckpts:
+            checkpoint = ckpts[-1]
+        else:
+            raise SynthbenchError("run has no final weights and no checkpoint", run_dir)
+    state = rundir.load_checkpoint(Path(checkpoint), map_location="cpu")
+    if state.get("method", config["method"]) != config["method"]:
+        raise SynthbenchError(f"weights are for {state.get('method')!r}, the run is {config['method']!r}", checkpoint)
+    synth.load_state_dict(state["nets"])
+    synth.to(device)
+    synth.train(False)
+    synth.run_dir = run_dir
+    synth.run_config = config
+    synth.weights_path = Path(checkpoint)
+    return synth
+
+
+__all__ = ["PROTOCOLS", "Protocol", "RunResult", "get_protocol", "load_synthesizer", "plan_stages", "train"]

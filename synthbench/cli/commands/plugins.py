@@ -52,7 +52,7 @@ def info(
         "variant": variant,
         "classes": classes,
         "size": size,
-        "stages": [s.name for s in cls.stages],
+        "stages": [s.name for s in synth.stages],
         "variants": sorted(cls.variants),
         "parameters": counts,
         "total": sum(counts.values()),

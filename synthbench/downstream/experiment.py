@@ -1,0 +1,308 @@
+"""The downstream experiments of the paper (Sec. "Evaluation", Tables III and IV).
+
+Data roles as in the paper: the U-Net trains on the real slices of the synthesis-test split
+(prepared split ``test``) mixed with synthetic "complete" images made from augmented label
+maps of that split (a synthesis folder), and is tested on the real slices of the held-out
+segmentation-test split (``seg_test``).
+
+* ``replace`` (Table III): ratios 0..50% of the real training images replaced by synthetic ones.
+* ``add`` (Table IV): all real images plus 0..50% (of the real count) synthetic ones.
+
+The ratio sweep uses the primary method (the first one given, or ``primary``); every other
+method is trained once at ``compare_ratio`` (default: the largest ratio, 50%), the paper's rows
+"50% from METHOD". Each trained U-Net is scored on 10 contiguous folds of ``seg_test``
+(:func:`synthbench.stats.folds`); per fold the pixel counts are pooled
+(:mod:`synthbench.downstream.scores`); a table cell is mean and 95% CI over the folds
+(:func:`synthbench.stats.mean_ci`, Student t: ``t_{0.975,k-1} * s / sqrt(k)``).
+
+Every trained configuration is recorded in ``OUT/configs/<key>.json`` (protocol, exact real
+indices and synthetic ids, loss curve, per-fold pixel counts); a configuration whose record
+exists is reused, so a ratio-0 model is trained once for both experiments and an interrupted
+experiment resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from synthbench import stats
+from synthbench.data.prepared import PreparedDataset
+from synthbench.downstream.mix import EXPERIMENTS, Mix, select_mix
+from synthbench.downstream.scores import METRICS, scores_from_counts, segmentation_counts
+from synthbench.downstream.sources import SyntheticSource, open_synthesis
+from synthbench.downstream.train import UNetProtocol, lesion_targets, predict, train_unet
+from synthbench.errors import SynthbenchError
+from synthbench.io import atomic_write_json, atomic_write_text
+
+DEFAULT_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+TRAIN_SPLIT = "test"
+TEST_SPLIT = "seg_test"
+RECORD_VERSION = 1
+COLUMNS = [
+    "experiment", "method", "role", "ratio", "n_real", "n_synthetic",
+    "class", "metric", "mean", "ci95", "n_folds", "folds",
+]
+
+
+def ci_caption(k: int) -> str:
+    """The interval's formula, for table captions."""
+    return (
+        f"mean ± 95% confidence interval over {k} folds of the segmentation-test set; "
+        f"half-width = t(0.975, {k - 1}) · s / √{k} (Student t, s = sample standard deviation of the fold values); "
+        "Dice, sensitivity and specificity in %, pixel counts pooled within each fold"
+    )
+
+
+def _plan(experiment: str, methods: list[str], ratios: Sequence[float], primary: str | None, compare_ratio: float | None) -> list[tuple[str, str, float]]:
+    """(method, role, ratio) for every table row: the primary's sweep, then each other method."""
+    if not methods:
+        if any(r > 0 for r in ratios):
+            raise SynthbenchError(f"{experiment}: ratios above 0 need at least one synthesis folder")
+        return [("real", "sweep", float(r)) for r in ratios]
+    primary = primary or methods[0]
+    if primary not in methods:
+        raise SynthbenchError(f"primary method {primary!r} is not among the synthesis folders ({', '.join(methods)})")
+    compare = max(ratios) if compare_ratio is None else compare_ratio
+    plan = [(primary, "sweep", float(r)) for r in ratios]
+    plan += [(m, "compare", float(compare)) for m in methods if m != primary]
+    return plan
+
+
+def _key(data_hash: str, protocol: UNetProtocol, mix: Mix, source: SyntheticSource | None, k_folds: int) -> str:
+    payload = {
+        "version": RECORD_VERSION,
+        "data": data_hash,
+        "protocol": protocol.to_dict(),
+        "real": list(mix.real_indices),
+        "synthetic": list(mix.synthetic_ids),
+        "source": str(source.path.resolve()) if source is not None and mix.n_synthetic else None,
+        "folds": k_folds,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fold_counts(pred: torch.Tensor, target: torch.Tensor, names: list[str], k: int) -> list[dict[str, list[int]]]:
+    return [
+        {c: list(v) for c, v in segmentation_counts(pred[idx], target[idx], names).items()}
+        for idx in (torch.from_numpy(f) for f in stats.folds(len(pred), k))
+    ]
+
+
+def _train_and_score(
+    data: PreparedDataset, mix: Mix, source: SyntheticSource | None, protocol: UNetProtocol,
+    names: list[str], k_folds: int, device: str, description: str,
+) -> dict[str, Any]:
+    spec = data.spec
+    real = data.split(TRAIN_SPLIT)
+    idx = np.asarray(mix.real_indices, dtype=np.int64)
+    images = [np.asarray(real.image[idx], dtype=np.float32)] if len(idx) else []
+    labels = [np.asarray(real.label[idx])] if len(idx) else []
+    if mix.n_synthetic:
+        s_img, s_lab = source.load(list(mix.synthetic_ids), data.size, spec.num_classes)
+        images.append(s_img)
+        labels.append(s_lab)
+    x = np.concatenate(images)
+    y = lesion_targets(np.concatenate(labels), spec.lesion_ids, spec.num_classes)
+    model, log = train_unet(x, y, len(names) + 1, protocol, device=device, description=description)
+    test = data.split(TEST_SPLIT)
+    pred = predict(model, np.asarray(test.image), protocol.eval_batch_size, device)
+    target = torch.from_numpy(lesion_targets(np.asarray(test.label), spec.lesion_ids, spec.num_classes))
+    return {"log": log, "fold_counts": _fold_counts(pred, target, names, k_folds)}
+
+
+def run_experiment(
+    data_dir: str | Path,
+    synthetic: Mapping[str, str | Path],
+    experiment: str = "replace",
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    out_dir: str | Path = "downstream",
+    seed: int = 0,
+    protocol: UNetProtocol | None = None,
+    device: str = "cpu",
+    folds: int = 10,
+    primary: str | None = None,
+    compare_ratio: float | None = None,
+    reuse: bool = True,
+) -> pd.DataFrame:
+    """Run the ``replace`` or ``add`` experiment; return tidy rows (see :data:`COLUMNS`).
+
+    ``synthetic``: method name -> synthesis folder (or run folder holding one). Ratios are
+    fractions of the real training count (see :mod:`synthbench.downstream.mix`). ``seed`` picks
+    the real/synthetic images (method-independent); ``protocol.seed`` the U-Net's weights and
+    batch order. ``mean`` and
+    ``ci95`` are fractions in [0, 1]; ``folds`` lists the per-fold values. Writes the per-config
+    records and ``OUT/<experiment>/`` tables (see :func:`write_tables`).
+    """
+    if experiment not in EXPERIMENTS:
+        raise SynthbenchError(f"unknown experiment {experiment!r} (use {' or '.join(EXPERIMENTS)})")
+    ratios = tuple(float(r) for r in ratios)
+    if not ratios:
+        raise SynthbenchError("no ratios given")
+    protocol = protocol or UNetProtocol()
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    data = PreparedDataset(data_dir)
+    for split in (TRAIN_SPLIT, TEST_SPLIT):
+        if not data.has_split(split) or len(data.split(split)) == 0:
+            raise SynthbenchError(f"the downstream experiment needs a non-empty '{split}' split", data.root)
+    n_test = len(data.split(TEST_SPLIT))
+    if n_test < folds:
+        raise SynthbenchError(f"'{TEST_SPLIT}' has {n_test} slices, fewer than the {folds} folds requested", data.root)
+    spec = data.spec
+    names = [spec.classes[i].name for i in spec.lesion_ids]
+    sources = {m: open_synthesis(p, method=m, data_hash=data.content_hash) for m, p in synthetic.items()}
+    shared_ids = sorted(set.intersection(*(set(s.ids) for s in sources.values()))) if sources else []
+    plan = _plan(experiment, list(sources), ratios, primary, compare_ratio)
+    n_real = len(data.split(TRAIN_SPLIT))
+
+    rows: list[dict[str, Any]] = []
+    configs: list[dict[str, Any]] = []
+    for i, (method, role, ratio) in enumerate(plan, start=1):
+        mix = select_mix(experiment, ratio, n_real, shared_ids, seed=seed)
+        source = sources.get(method)
+        key = _key(data.content_hash, protocol, mix, source, folds)
+        record_path = out_dir / "configs" / f"{key}.json"
+        record = _load_record(record_path) if reuse else None
+        if record is None:
+            desc = f"[{i}/{len(plan)}] {experiment} {ratio:.0%} {method}"
+            result = _train_and_score(data, mix, source, protocol, names, folds, device, desc)
+            record = {
+                "key": key, "experiment": experiment, "method": method, "ratio": ratio,
+                "data_dir": str(data.root), "data_hash": data.content_hash, "seed": seed,
+                "synthesis": str(source.path) if source is not None and mix.n_synthetic else None,
+                "real_indices": list(mix.real_indices), "synthetic_ids": list(mix.synthetic_ids),
+                "protocol": protocol.to_dict(), "device": device, "folds": folds,
+                "classes": names, **result,
+            }
+            atomic_write_json(record_path, record)
+        configs.append({"method": method, "role": role, "ratio": ratio, "key": key})
+        rows.extend(_rows(experiment, method, role, mix, record["fold_counts"]))
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    meta = {
+        "experiment": experiment, "data_dir": str(data.root), "data_hash": data.content_hash,
+        "train_split": TRAIN_SPLIT, "test_split": TEST_SPLIT, "n_real_train": n_real, "n_test": n_test,
+        "ratios": list(ratios), "seed": seed, "folds": folds, "protocol": protocol.to_dict(), "device": device,
+        "synthetic": {m: str(s.path) for m, s in sources.items()}, "shared_synthetic_ids": len(shared_ids),
+        "configs": configs, "seconds": time.perf_counter() - started,
+    }
+    write_tables(df, out_dir / experiment, meta)
+    return df
+
+
+def _load_record(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # unreadable record: train again and overwrite it atomically
+    return record if isinstance(record, dict) and "fold_counts" in record else None
+
+
+def _rows(experiment: str, method: str, role: str, mix: Mix, fold_counts: list[dict[str, list[int]]]) -> list[dict[str, Any]]:
+    rows = []
+    for cls in fold_counts[0]:
+        per_fold = [scores_from_counts(*fold[cls]) for fold in fold_counts]
+        for metric in METRICS:
+            values = [f[metric] for f in per_fold]
+            finite = [v for v in values if math.isfinite(v)]
+            mean, half = stats.mean_ci(finite) if finite else (math.nan, math.nan)
+            rows.append({
+                "experiment": experiment, "method": method, "role": role, "ratio": mix.ratio,
+                "n_real": mix.n_real, "n_synthetic": mix.n_synthetic, "class": cls, "metric": metric,
+                "mean": mean, "ci95": half, "n_folds": len(finite), "folds": values,
+            })
+    return rows
+
+
+def row_label(role: str, ratio: float, method: str) -> str:
+    """Paper-style row label: ``"30%"`` for the sweep, ``"50% from pix2pix"`` for a compared method."""
+    pct = f"{ratio * 100:.0f}%"
+    return pct if role == "sweep" else f"{pct} from {method}"
+
+
+def paper_table(df: pd.DataFrame, experiment: str, numeric: bool = False) -> pd.DataFrame:
+    """The paper's Table III (``replace``) or IV (``add``): rows ratio / "50% from METHOD",
+    columns (class, metric). Cells ``"89.57 ± 1.20"`` in percent, or the mean in percent if
+    ``numeric``."""
+    sub = df[df["experiment"] == experiment]
+    if sub.empty:
+        raise SynthbenchError(f"no results for experiment {experiment!r}")
+    sub = sub.assign(row=[row_label(r, q, m) for r, q, m in zip(sub["role"], sub["ratio"], sub["method"])])
+    row_order = list(dict.fromkeys(sub.sort_values(["role", "ratio"], key=_role_order)["row"]))
+    col_order = list(dict.fromkeys(zip(sub["class"], sub["metric"])))
+    if numeric:
+        cell = sub["mean"] * 100
+    else:
+        cell = [_fmt(m, c) for m, c in zip(sub["mean"], sub["ci95"])]
+    table = sub.assign(cell=cell).pivot(index="row", columns=["class", "metric"], values="cell")
+    table = table.reindex(index=row_order, columns=pd.MultiIndex.from_tuples(col_order, names=["class", "metric"]))
+    table.index.name = "training data"
+    return table
+
+
+def _role_order(col: pd.Series) -> pd.Series:
+    return col.map({"sweep": 0, "compare": 1}) if col.name == "role" else col
+
+
+def _fmt(mean: float, ci: float) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{mean * 100:.2f} ± {ci * 100:.2f}" if math.isfinite(ci) else f"{mean * 100:.2f}"
+
+
+def table_markdown(table: pd.DataFrame, caption: str) -> str:
+    """GitHub Markdown of a :func:`paper_table` (two-level header flattened to "class metric")."""
+    head = [table.index.name or ""] + [f"{c} {m}" for c, m in table.columns]
+    lines = [f"**{caption}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, row in table.iterrows():
+        cells = [v if isinstance(v, str) else f"{v:.2f}" for v in row]
+        lines.append("| " + " | ".join([str(label), *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_title(experiment: str) -> str:
+    return {"replace": "Table III: real training images replaced by synthetic ones",
+            "add": "Table IV: synthetic images added to all real training images"}[experiment]
+
+
+def write_tables(df: pd.DataFrame, folder: str | Path, meta: dict[str, Any]) -> dict[str, Path]:
+    """Write ``results.csv`` / ``results.json`` (tidy rows), ``table.csv`` and ``table.md``
+    (paper layout with caption) and ``experiment.json`` atomically into ``folder``."""
+    folder = Path(folder)
+    experiment = meta["experiment"]
+    tidy = df.assign(folds=[json.dumps(v) for v in df["folds"]])
+    table = paper_table(df, experiment)
+    caption = f"{table_title(experiment)}. {ci_caption(meta['folds'])}."
+    paths = {
+        "results_csv": folder / "results.csv", "results_json": folder / "results.json",
+        "table_csv": folder / "table.csv", "table_md": folder / "table.md", "meta": folder / "experiment.json",
+    }
+    atomic_write_text(paths["results_csv"], tidy.to_csv(index=False))
+    atomic_write_json(paths["results_json"], {"caption": caption, "rows": _json_safe(df.to_dict("records"))})
+    atomic_write_text(paths["table_csv"], table.to_csv())
+    atomic_write_text(paths["table_md"], table_markdown(table, caption))
+    atomic_write_json(paths["meta"], {**meta, "caption": caption})
+    return paths
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj

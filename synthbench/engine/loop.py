@@ -1,0 +1,505 @@
+"""The one training loop every synthesizer runs through (see :mod:`synthbench.engine` for the API).
+
+Schedule (paper Sec. "Implementation details"): per stage, Adam with ``lr = protocol.lr *
+lr_scale`` constant for the first ``decay_start`` fraction of the stage's steps, then linearly
+to 0 (``torch.optim.lr_scheduler.LambdaLR``, stepped once per iteration).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from synthbench.data.prepared import PreparedDataset
+from synthbench.engine import distributed, rundir
+from synthbench.engine.protocol import RUNTIME_FIELDS, Protocol, get_protocol
+from synthbench.engine.samples import sample_grid, save_png
+from synthbench.errors import NonFiniteLossError, SynthbenchError
+from synthbench.io import atomic_write_json
+from synthbench.plugins import get_registry
+from synthbench.synthesizer import Synthesizer, SynthesizerConfigError
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns. ``steps``: optimizer iterations done in total (all invocations)."""
+
+    run_dir: Path
+    steps: int
+    epochs: int
+    wall_time_s: float
+    images_per_second: float
+    final_losses: dict[str, float] = field(default_factory=dict)
+    status: str = "finished"
+    #: The trained synthesizer as this process holds it (plain modules in ``nets``).
+    synthesizer: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class StagePlan:
+    name: str
+    epochs: int
+    steps: int
+
+
+class _ListSampler(Sampler):
+    """Yields a precomputed index list (one epoch's shard, minus the batches already done)."""
+
+    def __init__(self, indices: list[int]):
+        self.indices = indices
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _seed_worker(worker_id: int) -> None:
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _resolve_device(requested: str, ctx_local_rank: int) -> torch.device:
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SynthbenchError(f"device {requested!r} requested but CUDA is not available")
+        if requested == "cuda":
+            return torch.device("cuda", ctx_local_rank)
+    return torch.device(requested)
+
+
+def _auto(value: Any, on_cuda: bool) -> bool:
+    return on_cuda if value == "auto" else bool(value)
+
+
+def plan_stages(stages, epochs: int, steps_per_epoch: int, max_steps: int | None) -> list[StagePlan]:
+    """Stage i gets ``round(fraction_i * epochs)`` epochs (at least one step); ``max_steps`` scales the plan down."""
+    plans = []
+    for stage in stages:
+        e = int(round(stage.fraction * epochs))
+        plans.append(StagePlan(stage.name, e, max(1, e * steps_per_epoch)))
+    total = sum(p.steps for p in plans)
+    if max_steps is not None and total > max_steps:
+        for p in plans:
+            p.steps = max(1, int(math.floor(p.steps * max_steps / total)))
+    for p in plans:
+        p.epochs = max(1, math.ceil(p.steps / steps_per_epoch))
+    return plans
+
+
+def lr_lambda(total_steps: int, schedule: str, decay_start: float):
+    """Paper schedule: factor 1 for the first ``decay_start`` of the steps, then linearly to 0."""
+    n_const = int(round(total_steps * decay_start))
+
+    def factor(i: int) -> float:
+        if schedule == "constant" or i < n_const:
+            return 1.0
+        return max(0.0, (total_steps - i) / max(1, total_steps - n_const))
+
+    return factor
+
+
+def _build_synthesizer(method: str, ds: PreparedDataset, protocol: Protocol, variant, options) -> Synthesizer:
+    cls = get_registry().synthesizer(method)
+    merged = {**protocol.method_options.get(method, {}), **(options or {})}
+    try:
+        return cls(num_classes=ds.num_classes, image_size=ds.size, options=merged, variant=variant)
+    except SynthbenchError:
+        raise
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise SynthbenchError(f"{method}: cannot build for {ds.num_classes} classes at {ds.size}px: {exc}") from exc
+
+
+def _plugin_record(method: str) -> dict[str, Any]:
+    for rec in get_registry().records.values():
+        if method in rec.registered.get("synthesizers", []):
+            return {"plugin": rec.name, "module": rec.module, "distribution": rec.distribution, "version": rec.version}
+    return {"plugin": None}
+
+
+def _occupied(path: Path) -> bool:
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+def train(
+    method: str,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    protocol: str | Protocol = "smoke",
+    seed: int | None = None,
+    variant: str | None = None,
+    options: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> RunResult:
+    """Train ``method`` on the prepared data set ``data_dir`` into the run directory ``out_dir``."""
+    out_dir = Path(out_dir)
+    ds = PreparedDataset(data_dir)
+    config_path = out_dir / "config.json"
+    if resume:
+        config = rundir.read_json(config_path)
+        if config.get("method") != method:
+            raise SynthbenchError(f"run was trained with method {config.get('method')!r}, not {method!r}", config_path)
+        plan_changes = {k: v for k, v in (overrides or {}).items() if k not in RUNTIME_FIELDS}
+        if plan_changes or options or (variant is not None and variant != config.get("variant")) or (
+            seed is not None and seed != config["protocol"]["seed"]
+        ):
+            raise SynthbenchError(
+                "--resume continues the recorded configuration; only "
+                f"{', '.join(RUNTIME_FIELDS)} may change (got {sorted(plan_changes) or 'options/variant/seed'})",
+                config_path,
+            )
+        if ds.content_hash != config["data"]["content_hash"]:
+            raise SynthbenchError(
+                f"data set content hash {ds.content_hash[:12]} differs from the run's {config['data']['content_hash'][:12]}",
+                data_dir,
+            )
+        proto = Protocol.from_dict(config["protocol"]).replace(overrides).validate()
+        variant, options = config.get("variant"), config.get("explicit_options") or {}
+        checkpoints = rundir.list_checkpoints(out_dir)
+        if not checkpoints:
+            raise SynthbenchError("no checkpoint to resume from", out_dir / "checkpoints")
+        ckpt_path = checkpoints[-1]
+    else:
+        if _occupied(out_dir):
+            raise SynthbenchError("run directory is not empty (use --resume to continue it, or another --out)", out_dir)
+        proto = get_protocol(protocol, overrides)
+        if seed is not None:
+            proto.seed = int(seed)
+        ckpt_path = None
+
+    device_type = "cuda" if (proto.device == "auto" and torch.cuda.is_available()) or proto.device.startswith("cuda") else "cpu"
+    ctx = distributed.from_env(device_type)
+    det_before = torch.are_deterministic_algorithms_enabled()
+    cudnn_before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        return _train(method, ds, out_dir, proto, variant, options, ckpt_path, show_progress, ctx)
+    finally:
+        torch.use_deterministic_algorithms(det_before)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_before
+        ctx.close()
+
+
+def _train(method, ds, out_dir, proto, variant, options, ckpt_path, show_progress, ctx) -> RunResult:
+    device = _resolve_device(proto.device, ctx.local_rank)
+    on_cuda = device.type == "cuda"
+    # ---------------------------------------------------------------- determinism and speed knobs
+    if proto.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = _auto(proto.cudnn_benchmark, on_cuda)
+    precision = proto.precision if proto.precision != "auto" else ("bf16" if on_cuda else "fp32")
+    channels_last = _auto(proto.channels_last, on_cuda)
+    fused = _auto(proto.fused_adam, on_cuda)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    # ---------------------------------------------------------------- data and model
+    split = proto.train_split
+    if split == "auto":
+        split = "train_aug" if ds.has_split("train_aug") else "train"
+    dataset = ds.torch_dataset(split)
+    if len(dataset) == 0:
+        raise SynthbenchError(f"split {split!r} is empty", ds.root)
+    _seed_everything(proto.seed)
+    synth = _build_synthesizer(method, ds, proto, variant, options)
+    synth.to(device, memory_format=memory_format)
+    if ctx.enabled:
+        distributed.wrap(synth, ctx, device, proto.ddp_find_unused_parameters)
+    if proto.compile:
+        for name, net in list(synth.train_nets.items()):
+            synth.train_nets[name] = torch.compile(net)
+
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                 seed=proto.seed, drop_last=ctx.world_size > 1)
+    per_rank = len(sampler)
+    batch_size = min(proto.batch_size, per_rank)
+    steps_per_epoch = per_rank // batch_size
+    plans = plan_stages(synth.stages, proto.epochs, steps_per_epoch, proto.max_steps)
+    total_steps = sum(p.steps for p in plans)
+    betas_override = proto.method_betas.get(method)
+
+    sample_idx = list(range(min(proto.sample_count, len(dataset))))
+    sample_batch = ds.collate([dataset[i] for i in sample_idx]).to(device, memory_format) if sample_idx else None
+
+    # ---------------------------------------------------------------- run directory
+    explicit_options = {**(options or {})}
+    config = {
+        "method": method,
+        "variant": variant,
+        "explicit_options": explicit_options,
+        "options": synth.options,
+        "num_classes": ds.num_classes,
+        "image_size": ds.size,
+        "protocol": proto.to_dict(),
+        "seed": proto.seed,
+        "data": {"dir": str(Path(ds.root).resolve()), "content_hash": ds.content_hash, "split": split,
+                 "train_count": len(dataset), "spec": ds.spec.to_dict()},
+        "resolved": {
+            "device": str(device), "precision": precision, "channels_last": channels_last, "fused_adam": fused,
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark), "deterministic": proto.deterministic,
+            "world_size": ctx.world_size, "batch_size_per_rank": batch_size,
+            "global_batch_size": batch_size * ctx.world_size, "steps_per_epoch": steps_per_epoch,
+            "stages": [vars(p) for p in plans], "total_steps": total_steps,
+        },
+        "optimizers": {},
+    }
+    for plan in plans:
+        specs = synth.optimizers(plan.name)
+        config["optimizers"][plan.name] = {
+            n: {"lr": proto.lr * s.lr_scale, "lr_scale": s.lr_scale, "betas": list(betas_override or s.betas)}
+            for n, s in specs.items()
+        }
+    writer = ctx.is_main
+    started = rundir.now()
+    if writer:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "samples").mkdir(exist_ok=True)
+        (out_dir / "checkpoints").mkdir(exist_ok=True)
+        if ckpt_path is None:
+            atomic_write_json(out_dir / "config.json", config)
+        manifest = rundir.read_json(out_dir / "manifest.json") if ckpt_path is not None else {}
+        manifest.update({
+            "method": method,
+            "seed": proto.seed,
+            "protocol": proto.name,
+            "versions": rundir.versions(),
+            "git_commit": rundir.git_commit(),
+            "hardware": rundir.hardware(),
+            "plugin": _plugin_record(method),
+            "data_hash": ds.content_hash,
+            "pretrained_weights": synth.pretrained_weights(),
+            "parameters": synth.parameter_counts(),
+            "status": "running",
+            "end_time": None,
+        })
+        manifest.setdefault("start_time", started)
+        if ckpt_path is not None:
+            manifest.setdefault("resumed_at", []).append(started)
+        rundir.write_manifest(out_dir, manifest)
+
+    # ---------------------------------------------------------------- resume state
+    state = None
+    step, stage_index, epoch_in_stage, batch_in_epoch, global_epoch, elapsed_before = 0, 0, 0, 0, 0, 0.0
+    if ckpt_path is not None:
+        state = rundir.load_checkpoint(ckpt_path, map_location="cpu")
+        synth.load_state_dict(state["nets"])
+        pos = state["position"]
+        step, stage_index, epoch_in_stage = pos["step"], pos["stage_index"], pos["epoch_in_stage"]
+        batch_in_epoch, global_epoch = pos["batch_in_epoch"], pos["global_epoch"]
+        elapsed_before = float(state.get("elapsed_s", 0.0))
+        if writer:
+            rundir.StepLog.truncate_after(out_dir / "log.jsonl", step)
+    log = rundir.StepLog(out_dir / "log.jsonl", enabled=writer)
+
+    scaler = torch.amp.GradScaler(device.type, enabled=(precision == "fp16"))
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+    images_done, t_start, status, last_losses = 0, time.perf_counter(), "running", {}
+    steps_this_call = 0
+    last_ckpt: Path | None = ckpt_path
+
+    def checkpoint_payload(position: dict[str, int], optimizers, schedulers) -> dict[str, Any]:
+        return {
+            "format": "synthbench-checkpoint/1",
+            "method": method,
+            "nets": synth.state_dict(),
+            "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "rng": rundir.rng_state(),
+            "position": position,
+            "elapsed_s": elapsed_before + time.perf_counter() - t_start,
+        }
+
+    progress_cm = contextlib.nullcontext(None)
+    if show_progress and writer:
+        from rich.progress import TextColumn
+
+        from synthbench.cli.console import progress
+
+        progress_cm = progress(TextColumn("{task.fields[info]}"))
+    stop = False
+    try:
+        with progress_cm as bar:
+            task = bar.add_task(method, total=total_steps, completed=step, info="") if bar is not None else None
+            for si in range(stage_index, len(plans)):
+                plan = plans[si]
+                specs = synth.optimizers(plan.name)
+                optimizers, schedulers = {}, {}
+                for name, spec in specs.items():
+                    params = [p for p in spec.params if p.requires_grad]
+                    kwargs = {"fused": True} if fused else {}
+                    optimizers[name] = torch.optim.Adam(params, lr=proto.lr * spec.lr_scale,
+                                                        betas=tuple(betas_override or spec.betas), **kwargs)
+                    schedulers[name] = torch.optim.lr_scheduler.LambdaLR(
+                        optimizers[name], lr_lambda(plan.steps, proto.lr_schedule, proto.decay_start))
+                stage_start_step = sum(p.steps for p in plans[:si])
+                if state is not None and si == stage_index:
+                    for name, opt in optimizers.items():
+                        opt.load_state_dict(state["optimizers"][name])
+                        schedulers[name].load_state_dict(state["schedulers"][name])
+                    if state.get("scaler"):
+                        scaler.load_state_dict(state["scaler"])
+                    rundir.set_rng_state(state["rng"])
+                    start_epoch, skip = epoch_in_stage, batch_in_epoch
+                    state = None
+                else:
+                    start_epoch, skip = 0, 0
+                stage_step = step - stage_start_step
+                for ep in range(start_epoch, plan.epochs):
+                    if stage_step >= plan.steps or stop:
+                        break
+                    sampler.set_epoch(global_epoch)
+                    indices = list(sampler)[: steps_per_epoch * batch_size][skip * batch_size:]
+                    gen = torch.Generator().manual_seed(proto.seed * 1000003 + global_epoch)
+                    loader = DataLoader(dataset, batch_size=batch_size, sampler=_ListSampler(indices),
+                                        collate_fn=ds.collate, num_workers=proto.workers, drop_last=True,
+                                        pin_memory=on_cuda, worker_init_fn=_seed_worker, generator=gen,
+                                        persistent_workers=False)
+                    b = skip
+                    skip = 0
+                    for batch in loader:
+                        t0 = time.perf_counter()
+                        batch = batch.to(device, memory_format)
+                        synth.train(True)
+                        losses, logs = _iteration(synth, plan.name, batch, optimizers, scaler, autocast, method, step)
+                        for sch in schedulers.values():
+                            sch.step()
+                        step += 1
+                        stage_step += 1
+                        b += 1
+                        steps_this_call += 1
+                        n_img = len(batch) * ctx.world_size
+                        images_done += n_img
+                        dt = time.perf_counter() - t0
+                        last_losses = losses
+                        record = {"step": step, "stage": plan.name, "epoch": global_epoch + 1, "batch": b,
+                                  "images_per_second": n_img / max(dt, 1e-9), "time": time.time()}
+                        record.update({f"loss/{k}": v for k, v in losses.items()})
+                        record.update(logs)
+                        record.update({f"lr/{n}": o.param_groups[0]["lr"] for n, o in optimizers.items()})
+                        log.write(record)
+                        if bar is not None:
+                            info = " ".join(f"{k} {v:.3g}" for k, v in losses.items())
+                            bar.update(task, advance=1, info=f"{info} {record['images_per_second']:.1f} img/s",
+                                       description=f"{method} {plan.name} ep {global_epoch + 1}")
+                        end_of_epoch = b >= steps_per_epoch
+                        end_of_stage = stage_step >= plan.steps
+                        pos_epoch, pos_b, pos_ge = ep, b, global_epoch
+                        if end_of_epoch or end_of_stage:
+                            pos_epoch, pos_b, pos_ge = ep + 1, 0, global_epoch + 1
+                        if end_of_stage:
+                            pos = {"step": step, "stage_index": si + 1, "epoch_in_stage": 0, "batch_in_epoch": 0,
+                                   "global_epoch": pos_ge}
+                        else:
+                            pos = {"step": step, "stage_index": si, "epoch_in_stage": pos_epoch,
+                                   "batch_in_epoch": pos_b, "global_epoch": pos_ge}
+                        stop = proto.stop_after_steps is not None and steps_this_call >= proto.stop_after_steps
+                        if end_of_epoch or end_of_stage:
+                            if writer and proto.sample_every_epoch and sample_batch is not None:
+                                _write_samples(synth, sample_batch, ds, out_dir / "samples" / f"epoch_{global_epoch + 1:03d}.png")
+                            global_epoch += 1
+                        if writer and (step % proto.checkpoint_every == 0 or stop or step == total_steps):
+                            last_ckpt = rundir.save_checkpoint(out_dir, step, checkpoint_payload(pos, optimizers, schedulers),
+                                                               proto.keep_last_n)
+                        if end_of_stage or stop:
+                            break
+                    if stop:
+                        break
+                if stop:
+                    break
+        distributed.sync_buffers(synth, ctx)
+        status = "stopped" if stop and step < total_steps else "finished"
+        if status == "finished" and writer:
+            rundir.save_final(out_dir, {"format": "synthbench-weights/1", "method": method, "nets": synth.state_dict()})
+    except NonFiniteLossError as exc:
+        status = "failed"
+        raise NonFiniteLossError(
+            f"{exc}; last good checkpoint: {last_ckpt if last_ckpt else 'none written yet'}"
+        ) from None
+    except BaseException:
+        status = "failed"
+        raise
+    finally:
+        log.close()
+        wall = time.perf_counter() - t_start
+        if writer and (out_dir / "manifest.json").exists():
+            manifest = rundir.read_json(out_dir / "manifest.json")
+            manifest.update({"status": status, "end_time": rundir.now(), "steps": step,
+                             "wall_time_s": elapsed_before + wall, "images_per_second": images_done / max(wall, 1e-9)})
+            rundir.write_manifest(out_dir, manifest)
+        if status != "failed":
+            ctx.barrier()
+    return RunResult(out_dir, step, global_epoch, wall, images_done / max(wall, 1e-9), last_losses, status, synth)
+
+
+def _iteration(synth, stage, batch, optimizers, scaler, autocast, method, step) -> tuple[dict[str, float], dict[str, float]]:
+    """Run one ``training_step`` generator: each piece under autocast, then backward/step its optimizer."""
+    losses: dict[str, float] = {}
+    logs: dict[str, float] = {}
+    updates = synth.training_step(stage, batch)
+    while True:
+        with autocast():
+            try:
+                update = next(updates)
+            except StopIteration:
+                break
+        opt = optimizers.get(update.optimizer)
+        if opt is None:
+            raise SynthesizerConfigError(
+                f"{method}: training_step yielded optimizer {update.optimizer!r}, stage {stage!r} has {sorted(optimizers)}")
+        loss = update.loss
+        if not bool(torch.isfinite(loss.detach()).all()):
+            updates.close()
+            raise NonFiniteLossError(
+                f"{method}: non-finite loss ({float(loss.detach().float())}) for optimizer {update.optimizer!r} "
+                f"in stage {stage!r} at step {step + 1}; training stopped")
+        opt.zero_grad(set_to_none=True)
+        if scaler.is_enabled():
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        losses[update.optimizer] = float(loss.detach().float())
+        for key, value in update.logs.items():
+            logs[key] = rundir.to_float(value)
+    return losses, logs
+
+
+@torch.no_grad()
+def _write_samples(synth: Synthesizer, batch, ds: PreparedDataset, path: Path) -> None:
+    style = batch.image
+    try:
+        fake = synth.generate(batch.onehot.to(batch.image.dtype), style=style)
+    finally:
+        synth.train(True)
+    save_png(sample_grid(batch.label, batch.image, fake, ds.spec), path)

@@ -1,0 +1,294 @@
+"""Evaluate folders of PNG images with every metric, on complete and lung-only images.
+
+Paper Sec. "Evaluation" (Table II): FID, PSNR, SSIM, RMSE on *complete* images (synthetic lung
+pasted into the real slice) and on *lung-only* images, mean +- 95% CI over 10 folds of the test
+set. The two settings are built with :mod:`synthbench.composite`, the single definition:
+
+* ``complete``: ``real`` vs ``composite.complete(fake, real, mask)``; without a mask the fake
+  images are used as given (they must already be complete images). ``complete()`` is
+  idempotent, so an already-completed fake folder gives the same result.
+* ``lung``: ``composite.lung_only(real, mask)`` vs ``composite.lung_only(fake, mask)`` (needs a
+  mask folder).
+
+Images are 8-bit gray PNGs (``[-1, 1] <-> 0..255``), matched by file name; mask PNGs mark the
+lung region with non-zero pixels. Images stream through in batches: only one 2048-d feature per
+image and side (FID/KID) and one float per image (paired metrics) are kept.
+
+Result rows (tidy :class:`pandas.DataFrame`): ``setting, metric, value, ci95, all_images, n,
+folds, fold_values, higher_is_better`` where ``value +- ci95`` is the mean and 95% Student-t
+half-width over the folds (:func:`synthbench.stats.mean_ci`, the paper's numbers) and
+``all_images`` is the metric over the whole set (for FID the standard one-set FID).
+``df.attrs`` holds ``conventions`` (per metric), ``warnings`` and ``source``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from synthbench import composite
+from synthbench.errors import SynthbenchError
+from synthbench.io import atomic_path, atomic_write_json
+from synthbench.metrics.distribution import InceptionMetric
+from synthbench.stats import folds as make_folds
+from synthbench.stats import mean_ci
+
+SETTINGS = ("complete", "lung")
+DEFAULT_METRICS = ("fid", "kid", "psnr", "ssim", "rmse")
+COLUMNS = ["setting", "metric", "value", "ci95", "all_images", "n", "folds", "fold_values", "higher_is_better"]
+
+
+# --------------------------------------------------------------------------- folders
+@dataclass
+class FolderPair:
+    """Matched PNG files of a real and a synthetic folder (and optionally a mask folder)."""
+
+    real_dir: Path
+    fake_dir: Path
+    mask_dir: Path | None
+    names: list[str]
+    size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _pngs(directory: Path, what: str) -> dict[str, Path]:
+    if not directory.is_dir():
+        raise SynthbenchError(f"{what} folder does not exist", directory)
+    files = {p.name: p for p in directory.iterdir() if p.is_file() and p.suffix.lower() == ".png"}
+    if not files:
+        raise SynthbenchError(f"{what} folder holds no PNG images", directory)
+    return files
+
+
+def _compare_names(ref: dict[str, Path], other: dict[str, Path], ref_dir: Path, other_dir: Path, what: str) -> None:
+    if ref.keys() == other.keys():
+        return
+    missing = sorted(ref.keys() - other.keys())
+    extra = sorted(other.keys() - ref.keys())
+    parts = [f"{len(other)} images vs {len(ref)} in {ref_dir}"]
+    if missing:
+        parts.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    if extra:
+        parts.append(f"not in the real folder: {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}")
+    raise SynthbenchError(f"{what} images do not match the real images by name ({'; '.join(parts)})", other_dir)
+
+
+def _image_info(path: Path) -> tuple[str, tuple[int, int]]:
+    try:
+        with Image.open(path) as im:
+            return im.mode, im.size
+    except (OSError, SyntaxError) as exc:
+        raise SynthbenchError(f"cannot read image ({exc})", path) from exc
+
+
+def match_folders(real_dir: str | Path, fake_dir: str | Path, mask_dir: str | Path | None = None) -> FolderPair:
+    """Match PNGs by file name; check counts, names, one size and 8-bit gray mode (errors name the file)."""
+    real_dir, fake_dir = Path(real_dir), Path(fake_dir)
+    real = _pngs(real_dir, "real")
+    fake = _pngs(fake_dir, "synthetic")
+    _compare_names(real, fake, real_dir, fake_dir, "synthetic")
+    mask = None
+    if mask_dir is not None:
+        mask_dir = Path(mask_dir)
+        mask = _pngs(mask_dir, "mask")
+        _compare_names(real, mask, real_dir, mask_dir, "mask")
+    names = sorted(real)
+    ref_mode, size = _image_info(real[names[0]])
+    for name in names:
+        for what, table in (("real", real), ("synthetic", fake), ("mask", mask)):
+            if table is None:
+                continue
+            mode, sz = _image_info(table[name])
+            if sz != size:
+                raise SynthbenchError(
+                    f"{what} image is {sz[0]}x{sz[1]} but {real[names[0]].name} (real) is {size[0]}x{size[1]}", table[name]
+                )
+            if mode != "L":
+                raise SynthbenchError(f"{what} image has mode {mode}; expected 8-bit grayscale PNG (mode L)", table[name])
+    return FolderPair(real_dir, fake_dir, mask_dir, names, size)
+
+
+def _load(paths: Iterable[Path]) -> np.ndarray:
+    arrays = []
+    for p in paths:
+        with Image.open(p) as im:
+            arrays.append(np.asarray(im, dtype=np.uint8))
+    return np.stack(arrays)[:, None]
+
+
+def to_image(u8: np.ndarray) -> torch.Tensor:
+    """8-bit PNG values -> float32 in [-1, 1] (inverse of ``round((x + 1) * 127.5)``)."""
+    return torch.from_numpy(u8.astype(np.float32) / 127.5 - 1.0)
+
+
+def iter_batches(pair: FolderPair, batch_size: int):
+    """Yield ``(real, fake, mask_or_None)`` tensors, ``[B, 1, H, W]``, in name order."""
+    for start in range(0, len(pair), batch_size):
+        names = pair.names[start : start + batch_size]
+        real = to_image(_load(pair.real_dir / n for n in names))
+        fake = to_image(_load(pair.fake_dir / n for n in names))
+        mask = torch.from_numpy(_load(pair.mask_dir / n for n in names) > 0) if pair.mask_dir else None
+        yield real, fake, mask
+
+
+def setting_images(setting: str, real: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor | None):
+    """The (real, synthetic) pair a metric sees in ``setting`` (module docstring)."""
+    if setting == "complete":
+        return real, (composite.complete(fake, real, mask) if mask is not None else fake)
+    if setting == "lung":
+        return composite.lung_only(real, mask), composite.lung_only(fake, mask)
+    raise SynthbenchError(f"unknown setting {setting!r}; use one of {', '.join(SETTINGS)}")
+
+
+# --------------------------------------------------------------------------- evaluation
+def _build_metrics(names: Sequence[str], device: str, options: dict[str, dict[str, Any]]):
+    from synthbench.plugins import get_registry
+
+    registry = get_registry()
+    return [registry.metric(n)(device=device, **options.get(n, {})) for n in names]
+
+
+def evaluate_folders(
+    real_dir: str | Path,
+    fake_dir: str | Path,
+    mask_dir: str | Path | None = None,
+    metrics: Sequence[str] | None = None,
+    device: str = "cpu",
+    folds: int = 10,
+    batch_size: int = 32,
+    *,
+    fold_seed: int | None = None,
+    settings: Sequence[str] | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    show_progress: bool = True,
+) -> pd.DataFrame:
+    """Every metric on complete (and, with a mask, lung-only) images; tidy rows (module docstring).
+
+    ``folds`` folds of the matched images (:func:`synthbench.stats.folds`, contiguous in file
+    name order, or shuffled with ``fold_seed``). ``options`` maps a metric name to its options
+    (e.g. ``{"fid": {"weights": PATH}, "kid": {"subsets": 100}}``).
+    """
+    names = list(metrics or DEFAULT_METRICS)
+    if not names:
+        raise SynthbenchError("no metrics requested")
+    if batch_size < 1:
+        raise SynthbenchError(f"batch size must be >= 1, got {batch_size}")
+    pair = match_folders(real_dir, fake_dir, mask_dir)
+    chosen = list(settings or (SETTINGS if pair.mask_dir else ("complete",)))
+    if "lung" in chosen and pair.mask_dir is None:
+        raise SynthbenchError("lung-only metrics need a mask folder (--mask)")
+    fold_idx = make_folds(len(pair), folds, seed=fold_seed)
+    options = options or {}
+    per_setting = {s: _build_metrics(names, device, options) for s in chosen}
+    extractor = None
+    for ms in per_setting.values():
+        for m in ms:
+            if isinstance(m, InceptionMetric):
+                if extractor is None:
+                    extractor = m.extractor  # resolves the weights now: a missing file fails early
+                m.use_extractor(extractor)
+
+    from synthbench.cli.console import progress
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with progress(transient=True) as bar:
+            task = bar.add_task("evaluating", total=len(pair), visible=show_progress)
+            for real, fake, mask in iter_batches(pair, batch_size):
+                for setting, ms in per_setting.items():
+                    r, f = setting_images(setting, real, fake, mask)
+                    if extractor is not None and any(isinstance(m, InceptionMetric) for m in ms):
+                        fr, ff = extractor(r), extractor(f)
+                    for m in ms:
+                        if isinstance(m, InceptionMetric):
+                            m.update_features(fr, ff)
+                        else:
+                            m.update(r, f, mask)
+                bar.advance(task, len(real))
+        rows, conventions = [], {}
+        for setting, ms in per_setting.items():
+            for m in ms:
+                overall = m.compute()
+                per_fold = m.compute_folds(fold_idx)
+                conventions[m.name] = m.convention() | {"summary": m.summary}
+                for key, value in overall.items():
+                    fold_values = [float(d[key]) for d in per_fold]
+                    finite = [v for v in fold_values if np.isfinite(v)]
+                    mean, half = mean_ci(finite) if finite else (float("nan"), float("nan"))
+                    rows.append(
+                        {
+                            "setting": setting,
+                            "metric": key,
+                            "value": mean,
+                            "ci95": half,
+                            "all_images": float(value),
+                            "n": len(pair),
+                            "folds": len(fold_idx),
+                            "fold_values": fold_values,
+                            "higher_is_better": bool(m.higher_is_better),
+                        }
+                    )
+    messages = sorted({str(w.message) for w in caught})
+    for msg in messages:
+        warnings.warn(msg, UserWarning, stacklevel=2)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df.attrs["conventions"] = conventions
+    df.attrs["warnings"] = messages
+    df.attrs["source"] = {
+        "real": str(pair.real_dir),
+        "fake": str(pair.fake_dir),
+        "mask": str(pair.mask_dir) if pair.mask_dir else None,
+        "images": len(pair),
+        "size": list(pair.size),
+        "folds": len(fold_idx),
+        "fold_rule": "contiguous in file-name order" if fold_seed is None else f"shuffled, seed {fold_seed}",
+        "settings": chosen,
+        "device": str(device),
+    }
+    return df
+
+
+def save_results(df: pd.DataFrame, out_dir: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``results.csv`` and ``results.json`` (rows + conventions + warnings) atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out_dir / "results.csv", out_dir / "results.json"
+    flat = df.copy()
+    flat["fold_values"] = flat["fold_values"].map(json.dumps)
+    with atomic_path(csv_path, suffix=".csv") as tmp:
+        flat.to_csv(tmp, index=False)
+    payload = {
+        "results": json.loads(df.to_json(orient="records")),
+        "conventions": df.attrs.get("conventions", {}),
+        "warnings": df.attrs.get("warnings", []),
+        "source": df.attrs.get("source", {}),
+        **(extra or {}),
+    }
+    atomic_write_json(json_path, payload)
+    return {"csv": csv_path, "json": json_path}
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """Read ``results.json`` written by :func:`save_results` back into the tidy DataFrame."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SynthbenchError(f"cannot read evaluation results ({exc})", path) from exc
+    df = pd.DataFrame(payload.get("results", []), columns=COLUMNS)
+    for key in ("conventions", "warnings", "source"):
+        df.attrs[key] = payload.get(key)
+    return df

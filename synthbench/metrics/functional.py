@@ -1,0 +1,188 @@
+"""Functional core of the image-quality metrics (paper Sec. "Evaluation", Table II).
+
+Conventions (stated in every result, see :func:`conventions`):
+
+* images are ``float [B, 1, H, W]`` in ``[-1, 1]``; PSNR and SSIM use ``data_range = 2``;
+* RMSE is reported in ``[0, 1]`` intensity units, i.e. on ``(x + 1) / 2`` (half the RMSE in
+  ``[-1, 1]`` units), so that ``PSNR = 20 * log10(1 / RMSE)`` holds per image;
+* SSIM follows Wang et al. (2004) as implemented by scikit-image's ``structural_similarity``
+  with ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``: an 11-tap Gaussian
+  window (truncate 3.5), ``K1 = 0.01``, ``K2 = 0.03``, the SSIM map averaged over the pixels at
+  least 5 pixels from the border (skimage crops the border the filter pads);
+* FID is the Frechet distance of Gaussians fitted to Inception pool features (Heusel et al.
+  2017), the same closed form as ``pytorch_fid.fid_score.calculate_frechet_distance``;
+* KID is the unbiased MMD^2 with the polynomial kernel ``(x.y / d + 1)^3`` averaged over random
+  subsets (Binkowski et al. 2018), the same formula as torchmetrics' ``poly_mmd``.
+
+Every per-image function returns one value per image (float64) so folds can be formed later.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import linalg
+
+from synthbench.errors import SynthbenchError
+
+#: Intensity range of synthbench images ([-1, 1]).
+DATA_RANGE = 2.0
+SSIM_SIGMA = 1.5
+SSIM_TRUNCATE = 3.5  # scipy.ndimage.gaussian_filter default, used by scikit-image
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+def _check_pair(real: torch.Tensor, fake: torch.Tensor) -> None:
+    if real.shape != fake.shape or real.dim() != 4:
+        raise SynthbenchError(
+            f"images must both be [B, C, H, W] of one shape, got {tuple(real.shape)} and {tuple(fake.shape)}"
+        )
+
+
+def gaussian_window(sigma: float = SSIM_SIGMA, truncate: float = SSIM_TRUNCATE) -> torch.Tensor:
+    """1-D normalized Gaussian taps as scipy.ndimage.gaussian_filter (radius int(truncate*sigma+0.5))."""
+    radius = int(truncate * float(sigma) + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    w = torch.exp(-0.5 * (x / sigma) ** 2)
+    return w / w.sum()
+
+
+def _filter_valid(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter, 'valid' part only (the part skimage keeps after cropping)."""
+    c = x.shape[1]
+    k = w.to(x)
+    x = F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+
+
+def ssim_per_image(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    data_range: float = DATA_RANGE,
+    sigma: float = SSIM_SIGMA,
+    k1: float = SSIM_K1,
+    k2: float = SSIM_K2,
+) -> torch.Tensor:
+    """Mean SSIM per image (Wang et al. 2004, Eq. 13 with a Gaussian window), float64 ``[B]``.
+
+    Equals ``skimage.metrics.structural_similarity(real, fake, gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False, data_range=2)`` per image (channels averaged).
+    """
+    _check_pair(real, fake)
+    w = gaussian_window(sigma)
+    if min(real.shape[-2:]) < w.numel():
+        raise SynthbenchError(f"SSIM needs images of at least {w.numel()}x{w.numel()} pixels, got {tuple(real.shape[-2:])}")
+    x = real.to(torch.float64)
+    y = fake.to(torch.float64)
+    # One filter call for the five moments.
+    b, c = x.shape[:2]
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    mu_x, mu_y, xx, yy, xy = _filter_valid(stack, w).split(c, dim=1)
+    vx = xx - mu_x * mu_x
+    vy = yy - mu_y * mu_y
+    vxy = xy - mu_x * mu_y
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    s = ((2 * mu_x * mu_y + c1) * (2 * vxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (vx + vy + c2))
+    return s.reshape(b, -1).mean(dim=1)
+
+
+def mse_per_image(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per image in the images' own units, float64 ``[B]``."""
+    _check_pair(real, fake)
+    d = real.to(torch.float64) - fake.to(torch.float64)
+    return (d * d).reshape(d.shape[0], -1).mean(dim=1)
+
+
+def psnr_per_image(real: torch.Tensor, fake: torch.Tensor, data_range: float = DATA_RANGE) -> torch.Tensor:
+    """``10 log10(data_range^2 / MSE)`` per image (skimage ``peak_signal_noise_ratio``); ``inf`` if identical."""
+    mse = mse_per_image(real, fake)
+    return 10.0 * torch.log10(torch.as_tensor(data_range, dtype=torch.float64) ** 2 / mse)
+
+
+def rmse_per_image(real: torch.Tensor, fake: torch.Tensor, data_range: float = DATA_RANGE) -> torch.Tensor:
+    """Root mean squared error per image in ``[0, 1]`` units (``sqrt(MSE) / data_range``)."""
+    return mse_per_image(real, fake).sqrt() / data_range
+
+
+# --------------------------------------------------------------------------- distribution metrics
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance (``np.cov(rowvar=False)``) of ``[N, D]`` features, float64."""
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise SynthbenchError(f"FID needs at least 2 images per set, got {f.shape[0] if f.ndim == 2 else 0}")
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))`` (Heusel et al. 2017, as pytorch-fid)."""
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    diff = mu1 - mu2
+    covmean, _ = linalg.sqrtm(sigma1.dot(sigma2), disp=False)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise SynthbenchError(f"FID: imaginary component {np.max(np.abs(covmean.imag)):.3g} in sqrtm")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def fid_from_features(real_features: np.ndarray, fake_features: np.ndarray) -> float:
+    """FID of two ``[N, D]`` feature sets."""
+    return frechet_distance(*feature_statistics(real_features), *feature_statistics(fake_features))
+
+
+def poly_mmd2(f_real: torch.Tensor, f_fake: torch.Tensor, degree: int = 3, coef: float = 1.0) -> float:
+    """Unbiased MMD^2 with kernel ``(x.y / d + coef)^degree`` on equal-size subsets (KID, one subset)."""
+    x = f_real.to(torch.float64)
+    y = f_fake.to(torch.float64)
+    m, d = x.shape
+    gamma = 1.0 / d
+    k_xx = (x @ x.T * gamma + coef) ** degree
+    k_yy = (y @ y.T * gamma + coef) ** degree
+    k_xy = (x @ y.T * gamma + coef) ** degree
+    sum_xx = k_xx.sum() - k_xx.diagonal().sum()
+    sum_yy = k_yy.sum() - k_yy.diagonal().sum()
+    return float((sum_xx + sum_yy) / (m * (m - 1)) - 2.0 * k_xy.sum() / (m * m))
+
+
+def kid_from_features(
+    real_features: np.ndarray | torch.Tensor,
+    fake_features: np.ndarray | torch.Tensor,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """KID mean and std over ``subsets`` random subsets of size ``min(subset_size, n)``.
+
+    Subsets are drawn without replacement within a subset, independently for real and fake
+    (torchmetrics ``KernelInceptionDistance``); std is the population std (``unbiased=False``).
+    """
+    xr = torch.as_tensor(np.asarray(real_features), dtype=torch.float64)
+    xf = torch.as_tensor(np.asarray(fake_features), dtype=torch.float64)
+    n = min(xr.shape[0], xf.shape[0])
+    if n < 2:
+        raise SynthbenchError(f"KID needs at least 2 images per set, got {n}")
+    m = min(subset_size, n)
+    gen = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(subsets):
+        ir = torch.randperm(xr.shape[0], generator=gen)[:m]
+        jf = torch.randperm(xf.shape[0], generator=gen)[:m]
+        values.append(poly_mmd2(xr[ir], xf[jf]))
+    v = np.asarray(values)
+    return float(v.mean()), float(v.std())
+
+
+def finite_mean(values: np.ndarray) -> float:
+    """Mean of the finite values (PSNR of identical pairs is ``inf``); ``nan`` if none."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan

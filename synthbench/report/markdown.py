@@ -1,0 +1,150 @@
+"""leaderboard.md: the paper's Tables II-IV as measured here, then the published numbers apart.
+
+Measured tables come from :mod:`synthbench.report.tables` (best per column in bold, dagger for a
+significant difference from the best). The paper's own numbers (:mod:`synthbench.report.published`)
+appear only under the heading :data:`PUBLISHED_HEADING`, never in a measured row.
+"""
+
+from __future__ import annotations
+
+import math
+
+from synthbench.report import published
+from synthbench.report.results import ComparisonResults, manifest_summary
+from synthbench.report.tables import Table, fmt
+
+PUBLISHED_HEADING = "Published in the paper (not measured here)"
+FID_NOTE = (
+    "FID is measured in the standard pytorch-fid convention (2048-d Inception pool features); the "
+    "paper's FID values are on a different, unstated scale and are not comparable."
+)
+
+
+def _esc(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def table_md(table: Table) -> str:
+    """A measured table as GitHub Markdown (best in bold, daggers for significance)."""
+    groups = {c.group for c in table.columns}
+    labels = [f"{c.group} {c.label}" if len(groups) > 1 else c.label for c in table.columns]
+    lines = [
+        "| " + " | ".join(table.row_headers + labels) + " |",
+        "|" + "---|" * len(table.row_headers) + "---:|" * len(table.columns),
+    ]
+    for row_labels, cells in table.rows:
+        texts = []
+        for cell in cells:
+            if cell is None:
+                texts.append("-")
+            else:
+                texts.append(f"**{cell.text()}**" if cell.best else cell.text())
+        lines.append("| " + " | ".join([_esc(x) for x in row_labels] + texts) + " |")
+    return "\n".join(lines)
+
+
+def p_values_md(table: Table) -> str:
+    """Per-cell p-values of the paired test against the column's best (``best`` for the best)."""
+    lines = [
+        "| " + " | ".join(table.row_headers + [f"{c.group} {c.label}" for c in table.columns]) + " |",
+        "|" + "---|" * len(table.row_headers) + "---:|" * len(table.columns),
+    ]
+    for row_labels, cells in table.rows:
+        texts = []
+        for cell in cells:
+            if cell is None:
+                texts.append("-")
+            elif cell.best:
+                texts.append("best")
+            elif cell.p_vs_best is None or math.isnan(cell.p_vs_best):
+                texts.append("n/a")
+            else:
+                texts.append(f"{cell.p_vs_best:.3g}")
+        lines.append("| " + " | ".join([_esc(x) for x in row_labels] + texts) + " |")
+    return "\n".join(lines)
+
+
+def published_md() -> str:
+    """The paper's Tables II-V, verbatim, under their own heading."""
+    out = [
+        f"## {PUBLISHED_HEADING}",
+        "",
+        f"Source: {published.CITATION}. These numbers were **not** measured by this run; they are "
+        "copied from the paper for orientation only. " + FID_NOTE,
+        "",
+    ]
+    for title, row_header, columns, rows in published.TABLES.values():
+        out += [f"### {title} (published)", ""]
+        out.append("| " + " | ".join([row_header, *columns]) + " |")
+        out.append("|---|" + "---:|" * len(columns))
+        for name, values in rows.items():
+            out.append("| " + " | ".join([_esc(name), *values]) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def wall_time_text(seconds: float) -> str:
+    if seconds is None or math.isnan(float(seconds)):
+        return "n/a"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def runs_md(results: ComparisonResults) -> str:
+    stages = list(dict.fromkeys(k for r in results.runs for k in r.wall_times))
+    head = ["method", "seed", *[f"{s} time" for s in stages], "git commit", "data hash", "hardware"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in results.runs:
+        summary = manifest_summary(run.manifest())
+        times = [wall_time_text(run.wall_times[s]) if s in run.wall_times else "-" for s in stages]
+        lines.append("| " + " | ".join(_esc(x) for x in [
+            run.method, str(run.seed), *times, summary.get("git commit", "-"),
+            summary.get("data hash", "-")[:12], summary.get("hardware", "-"),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def render_markdown(results: ComparisonResults, iq: Table, downstream: list[Table], figures: dict[str, str]) -> str:
+    """The whole leaderboard.md; ``figures`` maps a caption to a relative PNG path."""
+    out = [
+        "# synthbench leaderboard",
+        "",
+        f"- Protocol: `{results.protocol}`",
+        f"- Data set: {results.dataset}",
+        f"- Data hash: `{results.data_hash}`",
+        f"- Methods: {', '.join(results.methods)}",
+        "",
+        "All numbers below were measured by this comparison, except the final section.",
+        "",
+        f"## {iq.title} (measured)",
+        "",
+        iq.note + " " + FID_NOTE,
+        "",
+        table_md(iq) if iq.rows else "_No image-quality results._",
+        "",
+    ]
+    if iq.rows:
+        out += ["### Paired test against the best method (p-values)", "", p_values_md(iq), ""]
+    if downstream:
+        out += ["## Downstream segmentation (measured)", ""]
+        for t in downstream:
+            out += [f"### {t.title}", "", t.note, "", table_md(t), "", "p-values against the best:", "", p_values_md(t), ""]
+    if figures:
+        out += ["## Figures", ""]
+        out += [f"![{caption}]({path})" + "\n" for caption, path in figures.items()]
+    out += ["## Runs", "", runs_md(results), ""]
+    if results.wall_times:
+        out += ["## Wall times", "", "| stage | time |", "|---|---:|"]
+        out += [f"| {_esc(k)} | {wall_time_text(v)} |" for k, v in results.wall_times.items()]
+        out.append("")
+    for note in results.notes:
+        out += [f"> {note}", ""]
+    out += [published_md()]
+    return "\n".join(out).rstrip() + "\n"
+
+
+__all__ = ["PUBLISHED_HEADING", "render_markdown", "table_md", "published_md", "fmt"]

@@ -1,0 +1,259 @@
+"""Leaderboard tables: seed aggregation, best-per-column marking and paired significance tests.
+
+One structure (:class:`Table`) feeds both leaderboard.md and report.html, so both always show
+the same numbers. Conventions (paper Sec. "Evaluation": mean +- 95% CI over 10 folds):
+
+* one seed: the cell is the metric value +- its 95% CI half-width over the test-set folds;
+* several seeds: the mean of the per-seed values +- their sample standard deviation (the spread
+  across seeds);
+* best: the best mean in the column (lower for FID/KID/RMSE, higher otherwise); ties all count;
+* significance: a paired t-test (:func:`synthbench.stats.paired_test`) of each method against the
+  column's best method, pairing fold i of seed s with fold i of seed s (seeds both methods ran);
+  without per-fold values it pairs the per-seed values. ``p < ALPHA`` marks the cell with a
+  dagger: significantly different from the best.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from synthbench.report.results import (
+    DOWNSTREAM_METRICS,
+    HIGHER_IS_BETTER,
+    METRICS,
+    SETTINGS,
+    ComparisonResults,
+)
+
+#: Significance level of the paired test against the best method.
+ALPHA = 0.05
+SIG_MARK = "\u2020"  # dagger
+
+
+@dataclass
+class Cell:
+    """One aggregated table entry."""
+
+    mean: float
+    spread: float
+    n_seeds: int
+    seeds: list[int]
+    per_seed: dict[int, float]
+    folds: dict[int, list[float]]
+    best: bool = False
+    p_vs_best: float | None = None
+    #: Magnitude that sets the number of decimals (the column's median, so a column is uniform).
+    ref: float = math.nan
+
+    @property
+    def significant(self) -> bool:
+        return self.p_vs_best is not None and not math.isnan(self.p_vs_best) and self.p_vs_best < ALPHA
+
+    def text(self) -> str:
+        """``mean ± spread`` with a dagger when significantly different from the best."""
+        ref = self.mean if math.isnan(self.ref) else self.ref
+        s = fmt(self.mean, ref)
+        if not math.isnan(self.spread):
+            spread = fmt(self.spread, ref)
+            if self.spread > 0 and not spread.strip("0.-"):  # too small for the column's decimals
+                spread = f"{self.spread:.1g}"
+            s += f" \u00b1 {spread}"
+        if self.significant:
+            s += f" {SIG_MARK}"
+        return s
+
+
+@dataclass
+class Column:
+    key: str
+    label: str
+    group: str
+    higher_is_better: bool
+
+
+@dataclass
+class Table:
+    """Rows x columns of :class:`Cell` (``None`` where a method lacks the value)."""
+
+    key: str
+    title: str
+    row_headers: list[str]
+    columns: list[Column]
+    rows: list[tuple[list[str], list[Cell | None]]] = field(default_factory=list)
+    note: str = ""
+
+    def best_rows(self, col: int) -> list[str]:
+        return [" ".join(labels) for labels, cells in self.rows if cells[col] is not None and cells[col].best]
+
+
+def fmt(value: float, ref: float | None = None) -> str:
+    """Decimals from the magnitude of ``ref`` (the column's median): 4 below 2, 2 below 100, else 1."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    ref = abs(value if ref is None or math.isnan(ref) else ref)
+    if ref >= 100:
+        return f"{value:.1f}"
+    if ref >= 2:
+        return f"{value:.2f}"
+    return f"{value:.4f}"
+
+
+def _aggregate(group: pd.DataFrame, value_col: str) -> Cell:
+    group = group.sort_values("seed")
+    per_seed = {int(s): float(v) for s, v in zip(group["seed"], group[value_col], strict=True)}
+    folds = {int(s): list(f) for s, f in zip(group["seed"], group["folds"], strict=True)}
+    values = np.array([v for v in per_seed.values() if not math.isnan(v)], dtype=np.float64)
+    if len(group) == 1:
+        mean, spread = float(group[value_col].iloc[0]), float(group["ci95"].iloc[0])
+    elif values.size == 0:
+        mean, spread = math.nan, math.nan
+    else:
+        mean = float(values.mean())
+        spread = float(values.std(ddof=1)) if values.size > 1 else math.nan
+    return Cell(mean, spread, len(per_seed), sorted(per_seed), per_seed, folds)
+
+
+def paired_p(cell: Cell, best: Cell) -> float | None:
+    """Paired test of ``cell`` against ``best`` over folds of the common seeds (see module doc)."""
+    from synthbench.stats import paired_test  # single definition of the test (metrics engineer)
+
+    seeds = sorted(set(cell.seeds) & set(best.seeds))
+    a: list[float] = []
+    b: list[float] = []
+    folds_ok = bool(seeds)
+    for s in seeds:
+        fa, fb = cell.folds.get(s, []), best.folds.get(s, [])
+        if not fa or len(fa) != len(fb):
+            folds_ok = False
+            break
+        a.extend(fa)
+        b.extend(fb)
+    if not folds_ok:
+        a = [cell.per_seed[s] for s in seeds]
+        b = [best.per_seed[s] for s in seeds]
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if not (math.isnan(x) or math.isnan(y))]
+    if len(pairs) < 2:
+        return None
+    return float(paired_test([p[0] for p in pairs], [p[1] for p in pairs]))
+
+
+def _mark(table: Table) -> Table:
+    """Mark the best cell(s) per column and test every other cell against the best one."""
+    for j, column in enumerate(table.columns):
+        cells = [cells[j] for _, cells in table.rows if cells[j] is not None and not math.isnan(cells[j].mean)]
+        if not cells:
+            continue
+        ref = float(np.median([abs(c.mean) for c in cells]))
+        for c in cells:
+            c.ref = ref
+        best_value = max(c.mean for c in cells) if column.higher_is_better else min(c.mean for c in cells)
+        best_cells = [c for c in cells if c.mean == best_value]
+        for c in best_cells:
+            c.best = True
+        best_cell = best_cells[0]
+        for c in cells:
+            if not c.best:
+                c.p_vs_best = paired_p(c, best_cell)
+    return table
+
+
+def _spread_note(frame: pd.DataFrame) -> str:
+    seeds = frame.groupby("method")["seed"].nunique() if len(frame) else pd.Series(dtype=int)
+    parts = []
+    if (seeds == 1).any():
+        parts.append("one seed: value \u00b1 95% CI over test-set folds")
+    if (seeds > 1).any():
+        parts.append("several seeds: mean \u00b1 SD across seeds")
+    parts.append("**bold**: best in column")
+    parts.append(f"{SIG_MARK}: paired t-test vs the column's best, p < {ALPHA}")
+    return "; ".join(parts) + "."
+
+
+def image_quality_table(results: ComparisonResults) -> Table:
+    """Paper Table II: methods x {complete, lung} x {FID, PSNR, SSIM, RMSE, KID}."""
+    iq = results.image_quality
+    present = set(iq["metric"])
+    # Table II's metrics first, then plugin metrics; auxiliary spreads ("kid_std") stay in the CSV only.
+    extra = sorted(m for m in present - set(METRICS) if not m.lower().endswith("_std"))
+    metrics = [m for m in METRICS if m in present] + extra
+    columns: list[Column] = []
+    for setting in SETTINGS:
+        for metric in metrics:
+            sub = iq[(iq["setting"] == setting) & (iq["metric"] == metric)]
+            if len(sub):
+                hib = bool(sub["higher_is_better"].iloc[0])
+                arrow = "\u2191" if hib else "\u2193"
+                columns.append(Column(f"{setting}/{metric}", f"{metric} {arrow}", setting, hib))
+    table = Table("image_quality", "Image quality (Table II)", ["method"], columns, note=_spread_note(iq))
+    for method in [m for m in results.methods if m in set(iq["method"])]:
+        cells: list[Cell | None] = []
+        for column in columns:
+            setting, metric = column.key.split("/", 1)
+            sub = iq[(iq["method"] == method) & (iq["setting"] == setting) & (iq["metric"] == metric)]
+            cells.append(_aggregate(sub, "value") if len(sub) else None)
+        table.rows.append(([method], cells))
+    return _mark(table)
+
+
+def ratio_label(ratio: float) -> str:
+    return f"{100 * float(ratio):g}%"
+
+
+def downstream_tables(results: ComparisonResults) -> list[Table]:
+    """Paper Tables III (replace) and IV (add): one table per experiment and metric, rows
+    method x synthetic ratio, columns the segmented classes."""
+    ds = results.downstream
+    tables: list[Table] = []
+    if not len(ds):
+        return tables
+    titles = {"replace": "Replace real with synthetic (Table III)", "add": "Add synthetic to real (Table IV)"}
+    present_metrics = set(ds["metric"])
+    metrics = [m for m in DOWNSTREAM_METRICS if m in present_metrics] + sorted(present_metrics - set(DOWNSTREAM_METRICS))
+    method_order = {m: i for i, m in enumerate(results.methods)}
+    for experiment in [e for e in titles if e in set(ds["experiment"])]:
+        for metric in metrics:
+            sub = ds[(ds["experiment"] == experiment) & (ds["metric"] == metric)]
+            if not len(sub):
+                continue
+            hib = HIGHER_IS_BETTER.get(metric, True)
+            classes = list(dict.fromkeys(sub["class"]))
+            columns = [Column(str(c), str(c), metric, hib) for c in classes]
+            table = Table(
+                f"downstream_{experiment}_{metric}",
+                f"{titles[experiment]}: {metric}",
+                ["method", "synthetic"],
+                columns,
+                note=_spread_note(sub),
+            )
+            keys = sorted(
+                {(m, float(r)) for m, r in zip(sub["method"], sub["ratio"], strict=True)},
+                key=lambda k: (method_order.get(k[0], len(method_order)), k[1]),
+            )
+            for method, ratio in keys:
+                cells: list[Cell | None] = []
+                for cls in classes:
+                    g = sub[(sub["method"] == method) & (sub["ratio"].astype(float) == ratio) & (sub["class"] == cls)]
+                    cells.append(_aggregate(g, "mean") if len(g) else None)
+                table.rows.append(([method, ratio_label(ratio)], cells))
+            tables.append(_mark(table))
+    return tables
+
+
+def significance_frame(tables: list[Table]) -> pd.DataFrame:
+    """Long table of every cell: best flag and p-value against the best (for results.json)."""
+    rows = []
+    for t in tables:
+        for labels, cells in t.rows:
+            for column, cell in zip(t.columns, cells, strict=True):
+                if cell is None:
+                    continue
+                rows.append({
+                    "table": t.key, "row": " ".join(labels), "column": column.key, "mean": cell.mean,
+                    "spread": cell.spread, "n_seeds": cell.n_seeds, "best": cell.best,
+                    "p_vs_best": cell.p_vs_best, "significant": cell.significant,
+                })
+    return pd.DataFrame(rows)
