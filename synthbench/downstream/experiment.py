@@ -38,7 +38,7 @@ import torch
 from synthbench import stats
 from synthbench.data.prepared import PreparedDataset
 from synthbench.downstream.mix import EXPERIMENTS, Mix, select_mix
-from synthbench.downstream.scores import METRICS, scores_from_counts, segmentation_counts
+from synthbench.downstream.scores import METRICS, scores_from_counts, segmentation_counts, union_class_name
 from synthbench.downstream.sources import SyntheticSource, open_synthesis
 from synthbench.downstream.train import UNetProtocol, lesion_targets, predict, train_unet
 from synthbench.errors import SynthbenchError
@@ -186,7 +186,7 @@ def run_experiment(
             }
             atomic_write_json(record_path, record)
         configs.append({"method": method, "role": role, "ratio": ratio, "key": key})
-        rows.extend(_rows(experiment, method, role, mix, record["fold_counts"]))
+        rows.extend(_rows(experiment, method, role, mix, record["fold_counts"], names))
     df = pd.DataFrame(rows, columns=COLUMNS)
     meta = {
         "experiment": experiment, "data_dir": str(data.root), "data_hash": data.content_hash,
@@ -209,9 +209,13 @@ def _load_record(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and "fold_counts" in record else None
 
 
-def _rows(experiment: str, method: str, role: str, mix: Mix, fold_counts: list[dict[str, list[int]]]) -> list[dict[str, Any]]:
+def _rows(experiment: str, method: str, role: str, mix: Mix, fold_counts: list[dict[str, list[int]]],
+          names: list[str] | None = None) -> list[dict[str, Any]]:
+    """Table rows of one configuration: lesion classes in the data set's order, then the union."""
+    order = list(names or []) + [union_class_name(list(names or fold_counts[0]))]
+    classes = [c for c in dict.fromkeys(order) if c in fold_counts[0]] + [c for c in fold_counts[0] if c not in order]
     rows = []
-    for cls in fold_counts[0]:
+    for cls in classes:
         per_fold = [scores_from_counts(*fold[cls]) for fold in fold_counts]
         for metric in METRICS:
             values = [f[metric] for f in per_fold]

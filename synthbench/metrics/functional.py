@@ -135,8 +135,33 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
 
 
 def fid_from_features(real_features: np.ndarray, fake_features: np.ndarray) -> float:
-    """FID of two ``[N, D]`` feature sets."""
-    return frechet_distance(*feature_statistics(real_features), *feature_statistics(fake_features))
+    """FID of two ``[N, D]`` feature sets, equal to ``frechet_distance`` of their mean/cov.
+
+    When a set has no more images than feature dimensions (``N <= D``, the usual case for a
+    test set: covariances of rank ``N - 1 < 2048``) the trace term is computed exactly from the
+    low-rank factors instead of a 2048x2048 ``sqrtm``: with centred features ``A`` (n x D),
+    ``B`` (m x D), ``S1 = A^T A / (n-1)``, ``S2 = B^T B / (m-1)``, the non-zero eigenvalues of
+    ``S1 S2`` are the squared singular values of ``M = A B^T / sqrt((n-1)(m-1))``, so
+    ``Tr (S1 S2)^(1/2) = ||M||_*`` (nuclear norm). Otherwise the pytorch-fid path is used.
+    """
+    a = np.asarray(real_features, dtype=np.float64)
+    b = np.asarray(fake_features, dtype=np.float64)
+    for f in (a, b):
+        if f.ndim != 2 or f.shape[0] < 2:
+            raise SynthbenchError(f"FID needs at least 2 images per set, got {f.shape[0] if f.ndim == 2 else 0}")
+    if a.shape[1] != b.shape[1]:
+        raise SynthbenchError(f"FID: feature dimensions differ ({a.shape[1]} vs {b.shape[1]})")
+    n, m, d = a.shape[0], b.shape[0], a.shape[1]
+    if min(n, m) > d:
+        return frechet_distance(*feature_statistics(a), *feature_statistics(b))
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    ca, cb = a - mu_a, b - mu_b
+    tr_a = float((ca * ca).sum() / (n - 1))
+    tr_b = float((cb * cb).sum() / (m - 1))
+    cross = ca @ cb.T / np.sqrt((n - 1) * (m - 1))
+    tr_covmean = float(np.linalg.svd(cross, compute_uv=False).sum())
+    diff = mu_a - mu_b
+    return float(diff.dot(diff) + tr_a + tr_b - 2.0 * tr_covmean)
 
 
 def poly_mmd2(f_real: torch.Tensor, f_fake: torch.Tensor, degree: int = 3, coef: float = 1.0) -> float:

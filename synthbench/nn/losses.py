@@ -113,7 +113,7 @@ class VGGLoss(nn.Module):
         self.format = self.record["format"]
         features = pretrained.load_vgg19_features(self.record, last_index=max(VGG_LAYERS))
         bounds = (0,) + tuple(i + 1 for i in VGG_LAYERS)
-        self.slices = nn.ModuleList(features[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
+        self.slices = nn.ModuleList(features[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=False))
         self.weights = tuple(float(w) for w in weights)
         #: Caffe/Keras weights see inputs ~255 * std larger than torchvision's normalised ones; by
         #: positive homogeneity of conv + ReLU + max-pool (biases scaled alike) their features are

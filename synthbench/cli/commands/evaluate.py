@@ -7,6 +7,7 @@ lung-only images, mean +- 95% CI over 10 folds. See :mod:`synthbench.metrics.eva
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import typer
@@ -88,10 +89,12 @@ def evaluate(
         raise SynthbenchError(f"device {device!r} requested but CUDA is not available")
     options = {"fid": {"weights": str(fid_weights) if fid_weights else None},
                "kid": {"weights": str(fid_weights) if fid_weights else None, "subsets": kid_subsets}}
-    df = evaluate_folders(
-        real_dir, fake_dir, mask_dir, metrics=names, device=device, folds=folds, batch_size=batch_size,
-        fold_seed=fold_seed, options=options,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # collected in df.attrs["warnings"] and printed below
+        df = evaluate_folders(
+            real_dir, fake_dir, mask_dir, metrics=names, device=device, folds=folds, batch_size=batch_size,
+            fold_seed=fold_seed, options=options,
+        )
     written = save_results(df, out, meta) if out is not None else {}
     if as_json:
         print_json({
