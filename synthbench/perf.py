@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import io
 import math
 import os
@@ -461,23 +462,26 @@ def run_benchmark(cfg: PerfConfig, show_progress: bool = True, log: Callable[[st
                 for method in cfg.methods:
                     for precision, cl, co in combos:
                         combo = {**base, "method": method, "precision": precision, "channels_last": cl, "compile": co}
-                        try:
-                            probe = build_synthesizer(method, ds.num_classes, size, device, cl, co, cfg.seed)
-                            stages = probe.stage_names()
-                            stage_lists[(method, size)] = tuple(probe.stages)
-                            del probe
+                        try:  # one instance per combination, reused by its stages and by inference
+                            meter.reset()
+                            synth = build_synthesizer(method, ds.num_classes, size, device, cl, co, cfg.seed)
+                            stages = synth.stage_names()
+                            stage_lists[(method, size)] = tuple(synth.stages)
                         except Exception as exc:  # noqa: BLE001 - recorded, benchmark goes on
                             rows.append(_row(kind="train", stage=None, status="skipped", reason=_short_reason(exc), **combo))
                             advance(f"{method} {size}px {precision}: skipped")
                             continue
                         for stage in stages:
-                            rows.append(_measure(cfg, "train", method, stage, ds, split, size, device, precision, cl,
-                                                 co, meter, combo))
+                            rows.append(_measure(cfg, "train", synth, method, stage, ds, split, device, precision,
+                                                 cl, co, meter, combo))
                             advance(f"train {method}/{stage} {size}px {precision}{' cl' if cl else ''}{' compile' if co else ''}")
                         if cfg.inference:
-                            rows.append(_measure(cfg, "infer", method, None, ds, split, size, device, precision, cl,
-                                                 co, meter, combo))
+                            rows.append(_measure(cfg, "infer", synth, method, None, ds, split, device, precision,
+                                                 cl, co, meter, combo))
                             advance(f"infer {method} {size}px {precision}{' cl' if cl else ''}{' compile' if co else ''}")
+                        del synth
+                        if on_cuda:
+                            torch.cuda.empty_cache()
                 # data loader alone
                 meter.reset()
                 try:
@@ -506,11 +510,14 @@ def _config_dict(cfg: PerfConfig) -> dict[str, Any]:
     return d
 
 
-def _measure(cfg, kind, method, stage, ds, split, size, device, precision, cl, co, meter, combo) -> dict[str, Any]:
-    """One (kind, method, stage, combination) measurement; a failure becomes a skipped row."""
+def _measure(cfg, kind, synth, method, stage, ds, split, device, precision, cl, co, meter, combo) -> dict[str, Any]:
+    """One (kind, method, stage, combination) measurement on ``synth``; a failure becomes a skipped row.
+
+    The peak memory of a row includes the networks already built (weights); optimizer state and
+    activations are created inside the row.
+    """
     meter.reset()
     try:
-        synth = build_synthesizer(method, ds.num_classes, size, device, cl, co, cfg.seed)
         batch = fixed_batch(ds, split, cfg.batch_size, device, cl)
         total = cfg.warmup + cfg.reps * cfg.steps_per_rep
         if kind == "train":
@@ -522,13 +529,14 @@ def _measure(cfg, kind, method, stage, ds, split, size, device, precision, cl, c
             fn = make_infer_step(synth, batch, precision, device, cl)
         samples = time_throughput(fn, cfg.batch_size, cfg.warmup, cfg.reps, cfg.steps_per_rep, device)
         peak = meter.peak_mb()
-        del fn, synth, batch
+        del fn, batch
         return _row(kind=kind, stage=stage, status="ok", reason="", warmup=cfg.warmup, reps=cfg.reps,
                     steps_per_rep=cfg.steps_per_rep, peak_memory_mb=peak, memory_kind=meter.kind,
                     **combo, **summarize(samples))
     except Exception as exc:  # noqa: BLE001 - e.g. compile without a C compiler, bf16 unsupported
         return _row(kind=kind, stage=stage, status="skipped", reason=_short_reason(exc), **combo)
     finally:
+        gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -598,17 +606,33 @@ def _flops_row(cfg: PerfConfig, device: torch.device, tmp_root: Path, rows) -> d
     except Exception as exc:  # noqa: BLE001
         return _row(status="skipped", reason=_short_reason(exc), **base)
     row = _row(status="ok", reason="", stage=stage, flops_per_image=flops, **base)
-    match = [r for r in rows if r["kind"] == "train" and r["status"] == "ok" and r["method"] == cfg.flops_method
-             and r["stage"] == stage and r["size"] == cfg.flops_size and r["precision"] == cfg.flops_precision]
-    if match:
+    attach_flops_throughput([row], rows, torch.cuda.get_device_name(device) if device.type == "cuda" else None)
+    return row
+
+
+def attach_flops_throughput(flops_rows, rows, gpu_name: str | None) -> None:
+    """Achieved TFLOP/s = FLOPs/image x the fastest measured img/s of the same method, stage, size,
+    precision and device; on a GPU also the fraction of its data-sheet bf16 peak."""
+    peak = peak_bf16_tflops(gpu_name) if gpu_name else None
+    for row in flops_rows:
+        if row["kind"] != "flops" or row["status"] != "ok":
+            continue
+        match = [r for r in rows if r["kind"] == "train" and r["status"] == "ok" and r["method"] == row["method"]
+                 and r["stage"] == row["stage"] and r["size"] == row["size"] and r["precision"] == row["precision"]
+                 and r["device"] == row["device"]]
+        if not match:
+            continue
         ips = max(r["images_per_s_median"] for r in match)
         row["images_per_s_median"] = ips
-        row["achieved_tflops"] = flops * ips / 1e12
-        if device.type == "cuda":
-            peak = peak_bf16_tflops(torch.cuda.get_device_name(device))
-            if peak:
-                row["peak_fraction"] = row["achieved_tflops"] / peak
-    return row
+        row["achieved_tflops"] = row["flops_per_image"] * ips / 1e12
+        if peak:
+            row["peak_fraction"] = row["achieved_tflops"] / peak
+
+
+def flops_result(cfg: PerfConfig, tmp_root: Path) -> dict[str, Any]:
+    """Only the FLOP row of ``cfg`` (no throughput), as a result that ``combine`` can merge."""
+    device = resolve_device(cfg.device)
+    return {"hardware": hardware_info(device), "config": _config_dict(cfg), "rows": [_flops_row(cfg, device, tmp_root, [])]}
 
 
 # ----------------------------------------------------------------------------- output

@@ -133,6 +133,15 @@ class Synthesizer(abc.ABC):
     stages: ClassVar[tuple[Stage, ...]] = (Stage("main", 1.0, "train all networks jointly"),)
     #: Named option presets (e.g. the paper's ablations); ``--variant NAME`` applies one.
     variants: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: Options that shrink the networks (narrower, fewer blocks) for the CPU-sized ``quick`` and
+    #: ``smoke`` protocols, whose runs record them as options used. The ``paper`` protocol never
+    #: applies them. Empty: the method always trains at its published size.
+    reduced_options: ClassVar[Mapping[str, Any]] = {}
+    #: Smallest image size and the multiple every size must be, with the default options; the
+    #: conformance kit (:mod:`synthbench.testing`) picks test sizes from these. Declarative only:
+    #: the constructor still raises :class:`SynthesizerConfigError` for an impossible size.
+    min_size: ClassVar[int] = 1
+    size_multiple: ClassVar[int] = 1
 
     def __init__(
         self,

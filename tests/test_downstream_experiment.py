@@ -15,7 +15,14 @@ from typer.testing import CliRunner
 from synthbench import DownstreamContext
 from synthbench.cli.main import build_app
 from synthbench.data.prepared import PreparedDataset
-from synthbench.downstream import UNetProtocol, paper_table, predict, run_experiment, segmentation_scores, train_unet
+from synthbench.downstream import (
+    UNetProtocol,
+    paper_table,
+    predict,
+    run_experiment,
+    segmentation_scores,
+    train_unet,
+)
 from synthbench.downstream.experiment import COLUMNS
 from synthbench.downstream.train import lesion_targets
 from synthbench.plugins import get_registry

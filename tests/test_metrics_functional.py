@@ -147,3 +147,24 @@ def test_kid_matches_torchmetrics_class_with_subsets():
     same = torch.from_numpy(rng.normal(size=(50, 24)))
     far = real + 2.0
     assert Fm.kid_from_features(real, same, subsets=5)[0] < 0.01 < Fm.kid_from_features(real, far, subsets=5)[0]
+
+
+def test_fid_kid_classes_fold_on_streamed_features():
+    from synthbench.metrics.distribution import FID, KID, FewImagesWarning
+
+    rng = np.random.default_rng(9)
+    real = rng.normal(size=(20, 16)).astype(np.float32)
+    fake = (rng.normal(size=(20, 16)) + 0.4).astype(np.float32)
+    parts = folds(20, 2)
+    fid, kid = FID(), KID(subsets=4, subset_size=1000)
+    for m in (fid, kid):
+        for s in range(0, 20, 6):  # streamed in uneven batches
+            m.update_features(real[s : s + 6], fake[s : s + 6])
+    with pytest.warns(FewImagesWarning, match="rank-deficient"):
+        assert fid.compute()["fid"] == pytest.approx(Fm.fid_from_features(real, fake))
+    assert [d["fid"] for d in fid.compute_folds(parts)] == pytest.approx(
+        [Fm.fid_from_features(real[p], fake[p]) for p in parts]
+    )
+    k_folds = kid.compute_folds(parts)
+    assert [d["kid"] for d in k_folds] == pytest.approx([Fm.poly_mmd2(torch.from_numpy(real[p]), torch.from_numpy(fake[p])) for p in parts])
+    assert set(kid.compute()) == {"kid", "kid_std"}

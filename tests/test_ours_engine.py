@@ -11,13 +11,13 @@ import json
 
 import pytest
 import torch
+from synthbench_ours import Ours
 from typer.testing import CliRunner
 
 from synthbench.cli.main import build_app
 from synthbench.data.prepared import PreparedDataset
 from synthbench.engine import load_synthesizer, train
 from synthbench.synthesis import mean_l1_to_real
-from synthbench_ours import Ours
 
 TINY = {"ngf": 8, "ndf": 8, "n_blocks": 2, "desum_channels": 16, "dfm_channels": 16}
 # 20 real training slices / batch 4 = 5 steps per epoch; 4 epochs -> global 1, local 1, joint 2
@@ -86,11 +86,11 @@ def test_short_run_learns_on_the_phantom(phantom_dir, tmp_path):
     untrained = Ours(data.num_classes, data.size, options=TINY)
     before = mean_l1_to_real(untrained, data, "test")
     result = train("ours", phantom_dir, tmp_path / "run", "quick", options=TINY,
-                   overrides={"max_steps": 48, "batch_size": 4, "checkpoint_every": 1000, "sample_every_epoch": False},
+                   overrides={"max_steps": 32, "batch_size": 4, "checkpoint_every": 1000, "sample_every_epoch": False},
                    show_progress=False)
-    assert result.status == "finished" and result.steps >= 40
+    assert result.status == "finished" and result.steps >= 30  # the stage plan rounds 32 down to 31 steps
     after = mean_l1_to_real(load_synthesizer(tmp_path / "run"), data, "test")
-    assert after < 0.75 * before, (before, after)
+    assert after < 0.6 * before, (before, after)  # measured 0.77 -> 0.35
 
 
 def test_cli_info_prints_every_network_count():

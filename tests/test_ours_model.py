@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from synthbench import Batch, SynthesizerConfigError
 from synthbench_ours import Ours
 from synthbench_ours.dfm import DFMNetwork, feature_distance, weight_objective
 from synthbench_ours.networks import PatchDiscriminator
+
+from synthbench import Batch, SynthesizerConfigError
 
 TINY = {"ngf": 8, "ndf": 8, "n_blocks": 2, "desum_channels": 16, "dfm_channels": 16}
 
@@ -165,7 +165,7 @@ def test_three_stages_run_in_order_and_each_trains_only_its_networks():
     def changed():
         out = set()
         for n, net in synth.nets.items():
-            if any(not torch.equal(a, b) for a, b in zip(before[n], net.parameters())):
+            if any(not torch.equal(a, b) for a, b in zip(before[n], net.parameters(), strict=True)):
                 out.add(n)
         return out
 
@@ -294,7 +294,7 @@ def test_manual_joint_training_reduces_the_reconstruction_error():
     batch = make_batch(5, size=32, n=4)
     before = (synth.generate(batch.onehot) - batch.image).abs().mean().item()
     opts = {k: torch.optim.Adam(s.params, lr=1e-3, betas=s.betas) for k, s in synth.optimizers("joint").items()}
-    for _ in range(40):
+    for _ in range(12):
         drive(synth, "joint", batch, opts)
     after = (synth.generate(batch.onehot) - batch.image).abs().mean().item()
-    assert after < 0.9 * before, (before, after)  # about 0.82 * before over seeds 0..2
+    assert after < 0.5 * before, (before, after)  # about 0.15-0.18 * before after 10 steps (seeds 0, 1)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 
 import torch
+from synthbench_sean import SEANSynthesizer
+from synthbench_sean.networks import SEANGenerator, SEANNorm, StyleEncoder, region_average
+from synthbench_sean.synthesizer import build_sean_discriminator
 from torch import nn
 from typer.testing import CliRunner
 
 from synthbench.cli.main import build_app
 from synthbench.synthesizer import Batch
-from synthbench_sean import SEANSynthesizer
-from synthbench_sean.networks import SEANGenerator, SEANNorm, StyleEncoder, region_average
-from synthbench_sean.synthesizer import build_sean_discriminator
 
 
 def count(module: nn.Module) -> int:

@@ -46,8 +46,8 @@ def test_folds_contiguous_partition():
 
 def test_folds_seeded_shuffle_is_reproducible_partition():
     a, b, c = folds(50, 5, seed=1), folds(50, 5, seed=1), folds(50, 5, seed=2)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
     assert np.array_equal(np.sort(np.concatenate(a)), np.arange(50))
     assert not all(np.all(np.diff(p) == 1) for p in a)
 

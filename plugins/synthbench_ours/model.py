@@ -52,7 +52,14 @@ from synthbench.synthesizer import set_requires_grad
 from synthbench_ours.desum import DESUM, FUSIONS
 from synthbench_ours.dfm import DFMNetwork, feature_distance, weight_objective, weighted_matching
 from synthbench_ours.losses import discriminator_loss, generator_gan_loss
-from synthbench_ours.networks import NORMS, GlobalGenerator, LocalGenerator, PatchDiscriminator, downsample, init_weights
+from synthbench_ours.networks import (
+    NORMS,
+    GlobalGenerator,
+    LocalGenerator,
+    PatchDiscriminator,
+    downsample,
+    init_weights,
+)
 
 STAGES = ("global", "local", "joint")
 FEATURE_MATCHING = ("dynamic", "fixed", "plain", "none")
@@ -71,6 +78,8 @@ class Ours(Synthesizer):
     """The paper's model; see the module docstring. Table V ablations are :attr:`variants`."""
 
     name = "ours"
+    #: CPU-sized protocols (quick, smoke) train this narrower build; the paper protocol never does.
+    reduced_options = {"ngf": 16, "ndf": 16, "n_blocks": 3}
     summary = "Global-local generator (G1+G2) with DESUM, multi-resolution discriminator (D1+D2) with DFM"
     citation = (
         "Jiang Y, Chen H, Loew M, Ko H. COVID-19 CT Image Synthesis with a Conditional Generative "
@@ -408,7 +417,7 @@ class Ours(Synthesizer):
                 s = int(name[1:]) - 1
                 pairs.append((name, self._labels(onehot, s, labels), real_at(s), downsample(fake, s)))
         else:
-            for level, name in zip(levels, discs):
+            for level, name in zip(levels, discs, strict=True):
                 m = self._labels(onehot, level.scale, labels)
                 fake = nets[level.name](m)
                 pairs.append((name, m, real_at(level.scale), fake))

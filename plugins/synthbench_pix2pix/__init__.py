@@ -97,6 +97,8 @@ class Pix2Pix(Synthesizer):
     """pix2pix: U-Net G + 70x70 PatchGAN D, vanilla GAN + 100 x L1 (Isola et al. 2017, Eq. 4)."""
 
     name = "pix2pix"
+    #: CPU-sized protocols (quick, smoke) train this narrower build; the paper protocol never does.
+    reduced_options = {"ngf": 16, "ndf": 16}
     summary = "U-Net generator, 70x70 PatchGAN, vanilla GAN + L1 (Isola et al. 2017)"
     citation = "Isola, Zhu, Zhou, Efros. Image-to-Image Translation with Conditional Adversarial Networks. CVPR 2017."
 

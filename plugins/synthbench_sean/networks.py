@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from synthbench_spade.networks import SPADEModulation, latent_size, lrelu
 from torch import nn
 from torch.nn.utils import spectral_norm
-
-from synthbench_spade.networks import SPADEModulation, latent_size, lrelu
 
 
 def region_average(features: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,14 +28,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
+from synthbench_spade.networks import UPSAMPLINGS
+from synthbench_spade.synthesizer import GANLossMixin, unnormalize_first_conv
 from torch import nn
 
 from synthbench.nn import MultiscaleDiscriminator, init_weights
 from synthbench.synthesizer import Batch, OptimizerSpec, Synthesizer, SynthesizerConfigError, Update
-
 from synthbench_sean.networks import SEANGenerator
-from synthbench_spade.networks import UPSAMPLINGS
-from synthbench_spade.synthesizer import GANLossMixin, unnormalize_first_conv
 
 #: Reference parameter counts (baselines.md; official ZPdesu/SEAN classes).
 REFERENCE_COUNTS = {
@@ -68,11 +67,16 @@ class SEANSynthesizer(GANLossMixin, Synthesizer):
     """SEAN (Zhu et al., CVPR 2020): region-adaptive style normalization, 2-scale hinge PatchGAN."""
 
     name = "sean"
+    #: CPU-sized protocols (quick, smoke) train this narrower build; the paper protocol never does.
+    reduced_options = {"ngf": 16, "ndf": 16, "style_dim": 64}
     summary = "SEAN: semantic region-adaptive normalization with per-class style codes (Zhu et al. 2020)"
     citation = (
         "P. Zhu, R. Abdal, Y. Qin, P. Wonka. SEAN: Image Synthesis with Semantic "
         "Region-Adaptive Normalization. CVPR 2020."
     )
+    #: "normal" upsampling: 5 nearest 2x upsamplings from size / 32 (other options check their own).
+    min_size = 32
+    size_multiple = 32
     variants = {"published": {"style_layers": 19}}
     #: synthesis passes the real slice as ``style`` and records style mode "real" (reconstruction).
     uses_style = True

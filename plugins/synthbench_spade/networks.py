@@ -190,7 +190,7 @@ class ConvEncoder(nn.Module):
                 spectral_norm(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False)),
                 nn.InstanceNorm2d(cout, affine=False),
             )
-            for cin, cout in zip(widths[:-1], widths[1:])
+            for cin, cout in zip(widths[:-1], widths[1:], strict=False)
         )
         self.fc_mu = nn.Linear(8 * ndf * 4 * 4, z_dim)
         self.fc_var = nn.Linear(8 * ndf * 4 * 4, z_dim)

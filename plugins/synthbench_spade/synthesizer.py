@@ -23,13 +23,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from synthbench.nn import MultiscaleDiscriminator, VGGLoss, feature_matching_loss, gan_loss, init_weights
+from synthbench.nn import (
+    MultiscaleDiscriminator,
+    VGGLoss,
+    feature_matching_loss,
+    gan_loss,
+    init_weights,
+)
 from synthbench.synthesizer import Batch, OptimizerSpec, Synthesizer, SynthesizerConfigError, Update
-
 from synthbench_spade.networks import (
+    UPSAMPLINGS,
     ConvEncoder,
     SPADEGenerator,
-    UPSAMPLINGS,
     kl_divergence,
     reparameterize,
 )
@@ -136,11 +141,16 @@ class SPADESynthesizer(GANLossMixin, Synthesizer):
     """SPADE (Park et al., CVPR 2019): SPADE-ResBlk generator, 2-scale hinge PatchGAN, TTUR."""
 
     name = "spade"
+    #: CPU-sized protocols (quick, smoke) train this narrower build; the paper protocol never does.
+    reduced_options = {"ngf": 16, "ndf": 16}
     summary = "SPADE: spatially-adaptive normalization generator, multiscale hinge PatchGAN (Park et al. 2019)"
     citation = (
         "T. Park, M.-Y. Liu, T.-C. Wang, J.-Y. Zhu. Semantic Image Synthesis with "
         "Spatially-Adaptive Normalization. CVPR 2019."
     )
+    #: "normal" upsampling: 5 nearest 2x upsamplings from size / 32 (other options check their own).
+    min_size = 32
+    size_multiple = 32
     variants = {
         "vae": {"use_vae": True},
         "no_ttur": {"no_ttur": True},

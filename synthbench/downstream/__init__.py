@@ -22,7 +22,11 @@ from synthbench.downstream.experiment import (
     write_tables,
 )
 from synthbench.downstream.mix import Mix, mix_counts, round_half_up, select_mix
-from synthbench.downstream.scores import scores_from_counts, segmentation_counts, segmentation_scores
+from synthbench.downstream.scores import (
+    scores_from_counts,
+    segmentation_counts,
+    segmentation_scores,
+)
 from synthbench.downstream.sources import open_synthesis, resolve_synthesis_dir
 from synthbench.downstream.train import UNetProtocol, predict, train_unet
 from synthbench.downstream.unet import UNet

@@ -38,7 +38,12 @@ import torch
 from synthbench import stats
 from synthbench.data.prepared import PreparedDataset
 from synthbench.downstream.mix import EXPERIMENTS, Mix, select_mix
-from synthbench.downstream.scores import METRICS, scores_from_counts, segmentation_counts, union_class_name
+from synthbench.downstream.scores import (
+    METRICS,
+    scores_from_counts,
+    segmentation_counts,
+    union_class_name,
+)
 from synthbench.downstream.sources import SyntheticSource, open_synthesis
 from synthbench.downstream.train import UNetProtocol, lesion_targets, predict, train_unet
 from synthbench.errors import SynthbenchError
@@ -242,13 +247,13 @@ def paper_table(df: pd.DataFrame, experiment: str, numeric: bool = False) -> pd.
     sub = df[df["experiment"] == experiment]
     if sub.empty:
         raise SynthbenchError(f"no results for experiment {experiment!r}")
-    sub = sub.assign(row=[row_label(r, q, m) for r, q, m in zip(sub["role"], sub["ratio"], sub["method"])])
+    sub = sub.assign(row=[row_label(r, q, m) for r, q, m in zip(sub["role"], sub["ratio"], sub["method"], strict=True)])
     row_order = list(dict.fromkeys(sub.sort_values(["role", "ratio"], key=_role_order)["row"]))
-    col_order = list(dict.fromkeys(zip(sub["class"], sub["metric"])))
+    col_order = list(dict.fromkeys(zip(sub["class"], sub["metric"], strict=True)))
     if numeric:
         cell = sub["mean"] * 100
     else:
-        cell = [_fmt(m, c) for m, c in zip(sub["mean"], sub["ci95"])]
+        cell = [_fmt(m, c) for m, c in zip(sub["mean"], sub["ci95"], strict=True)]
     table = sub.assign(cell=cell).pivot(index="row", columns=["class", "metric"], values="cell")
     table = table.reindex(index=row_order, columns=pd.MultiIndex.from_tuples(col_order, names=["class", "metric"]))
     table.index.name = "training data"

@@ -65,6 +65,6 @@ class UNet(nn.Module):
             x = block(x if i == 0 else self.pool(x))
             skips.append(x)
         x = skips.pop()
-        for up, conv in zip(self.up, self.up_conv):
+        for up, conv in zip(self.up, self.up_conv, strict=True):
             x = conv(torch.cat([skips.pop(), up(x)], dim=1))
         return self.head(x)

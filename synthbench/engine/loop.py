@@ -124,7 +124,8 @@ def lr_lambda(total_steps: int, schedule: str, decay_start: float):
 
 def _build_synthesizer(method: str, ds: PreparedDataset, protocol: Protocol, variant, options) -> Synthesizer:
     cls = get_registry().synthesizer(method)
-    merged = {**protocol.method_options.get(method, {}), **(options or {})}
+    reduced = cls.reduced_options if protocol.reduced_networks else {}
+    merged = {**reduced, **protocol.method_options.get(method, {}), **(options or {})}
     try:
         return cls(num_classes=ds.num_classes, image_size=ds.size, options=merged, variant=variant)
     except SynthbenchError:

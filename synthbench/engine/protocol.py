@@ -32,6 +32,8 @@ class Protocol:
     steps, then linearly to 0; paper) or "constant". ``max_steps`` caps the *plan* (the
     schedule is computed over the capped plan); ``stop_after_steps`` stops an invocation early
     (as if interrupted, with a checkpoint) without changing the plan, so ``--resume`` continues.
+    ``reduced_networks``: build every method with its ``Synthesizer.reduced_options``
+    (narrower networks that train in minutes on a CPU; quick and smoke only, recorded per run).
     ``method_options`` / ``method_betas``: per-method overrides of a synthesizer's options and
     of its optimizers' Adam betas, keyed by method name.
     """
@@ -60,6 +62,7 @@ class Protocol:
     sample_count: int = 4
     train_split: str = "auto"
     ddp_find_unused_parameters: bool = True
+    reduced_networks: bool = False
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     method_betas: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -113,15 +116,15 @@ PAPER = Protocol(
     name="paper", epochs=20, batch_size=16, image_size=512, workers=4,
     checkpoint_every=1000, keep_last_n=3,
 )
-#: CPU-sized: 64 px, the paper's schedule over a capped number of steps.
+#: CPU-sized: 64 px, reduced networks, the paper's schedule over a capped number of steps.
 QUICK = Protocol(
     name="quick", epochs=10, batch_size=4, image_size=64, workers=0, max_steps=150,
-    checkpoint_every=50, keep_last_n=2,
+    checkpoint_every=50, keep_last_n=2, reduced_networks=True,
 )
 #: Wiring check: a handful of steps, deterministic.
 SMOKE = Protocol(
     name="smoke", epochs=1, batch_size=4, image_size=64, workers=0, max_steps=4,
-    deterministic=True, checkpoint_every=2, keep_last_n=2, sample_count=2,
+    deterministic=True, checkpoint_every=2, keep_last_n=2, sample_count=2, reduced_networks=True,
 )
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (PAPER, QUICK, SMOKE)}

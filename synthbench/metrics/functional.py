@@ -23,7 +23,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import linalg
 
 from synthbench.errors import SynthbenchError
@@ -52,11 +51,36 @@ def gaussian_window(sigma: float = SSIM_SIGMA, truncate: float = SSIM_TRUNCATE) 
 
 
 def _filter_valid(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian filter, 'valid' part only (the part skimage keeps after cropping)."""
-    c = x.shape[1]
-    k = w.to(x)
-    x = F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    """Separable Gaussian filter, 'valid' part only (the part skimage keeps after cropping).
+
+    A sum of shifted slices (exact in float64; faster than a float64 ``conv2d`` on CPU).
+    """
+    n = w.numel()
+    taps = [float(v) for v in w]
+    h = x.shape[-2] - n + 1
+    rows = x[..., 0:h, :] * taps[0]
+    for k in range(1, n):
+        rows.add_(x[..., k : k + h, :], alpha=taps[k])
+    wd = x.shape[-1] - n + 1
+    out = rows[..., 0:wd] * taps[0]
+    for k in range(1, n):
+        out.add_(rows[..., k : k + wd], alpha=taps[k])
+    return out
+
+
+#: CPU chunk of pixels per SSIM pass (keeps the five float64 moments in cache).
+_SSIM_CPU_PIXELS = 1 << 17
+
+
+def _ssim_chunk(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, c1: float, c2: float) -> torch.Tensor:
+    b, c = x.shape[:2]
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # one filter pass for the five moments
+    mu_x, mu_y, xx, yy, xy = _filter_valid(stack, w).split(c, dim=1)
+    vx = xx - mu_x * mu_x
+    vy = yy - mu_y * mu_y
+    vxy = xy - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + c1) * (2 * vxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (vx + vy + c2))
+    return s.reshape(b, -1).mean(dim=1)
 
 
 def ssim_per_image(
@@ -78,17 +102,10 @@ def ssim_per_image(
         raise SynthbenchError(f"SSIM needs images of at least {w.numel()}x{w.numel()} pixels, got {tuple(real.shape[-2:])}")
     x = real.to(torch.float64)
     y = fake.to(torch.float64)
-    # One filter call for the five moments.
-    b, c = x.shape[:2]
-    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)
-    mu_x, mu_y, xx, yy, xy = _filter_valid(stack, w).split(c, dim=1)
-    vx = xx - mu_x * mu_x
-    vy = yy - mu_y * mu_y
-    vxy = xy - mu_x * mu_y
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
-    s = ((2 * mu_x * mu_y + c1) * (2 * vxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (vx + vy + c2))
-    return s.reshape(b, -1).mean(dim=1)
+    step = x.shape[0] if x.device.type != "cpu" else max(1, _SSIM_CPU_PIXELS // (x[0].numel()))
+    return torch.cat([_ssim_chunk(x[i : i + step], y[i : i + step], w, c1, c2) for i in range(0, x.shape[0], step)])
 
 
 def mse_per_image(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

@@ -73,7 +73,12 @@ def downstream(
 ) -> None:
     """U-Net segmentation with synthetic images replacing or added to real ones (paper Tables III/IV)."""
     from synthbench.downstream.builtin import resolve_protocol
-    from synthbench.downstream.experiment import ci_caption, paper_table, run_experiment, table_title
+    from synthbench.downstream.experiment import (
+        ci_caption,
+        paper_table,
+        run_experiment,
+        table_title,
+    )
 
     if experiment not in ("replace", "add"):
         raise SynthbenchError(f"--experiment must be 'replace' or 'add', got {experiment!r}")
