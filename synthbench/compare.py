@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,10 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
         wall["data"] = time.perf_counter() - t0
         bar.advance(overall)
 
+        notes: list[str] = []
+        quality_folds = _fold_count(cfg.folds, len(data.split("test")), 2, "synthesis-test split", notes)
+        seg_folds = _fold_count(cfg.folds, len(data.split("seg_test")), 1, "segmentation-test split", notes)
+
         for spec, seed in jobs:
             times: dict[str, float] = {}
             step(f"training {spec.label} (seed {seed})")
@@ -239,11 +244,14 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
 
             step(f"evaluating {spec.label} (seed {seed})")
             t0 = time.perf_counter()
-            frame = evaluate_folders(
-                test_dir / "real", test_dir / "complete", mask_dir=test_dir / "mask",
-                metrics=list(cfg.metrics) if cfg.metrics else None, device=device, folds=cfg.folds,
-                show_progress=cfg.show_progress,
-            )
+            with warnings.catch_warnings(record=True) as caught:  # said once, in the report's notes
+                warnings.simplefilter("always")
+                frame = evaluate_folders(
+                    test_dir / "real", test_dir / "complete", mask_dir=test_dir / "mask",
+                    metrics=list(cfg.metrics) if cfg.metrics else None, device=device, folds=quality_folds,
+                    show_progress=cfg.show_progress,
+                )
+            notes.extend(m for m in dict.fromkeys(str(w.message) for w in caught) if m not in notes)
             quality.append(frame.assign(method=spec.label, seed=seed))
             times["evaluate"] = time.perf_counter() - t0
             bar.advance(overall)
@@ -259,7 +267,7 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
                 frame = run_experiment(
                     data.root, synthetic, experiment=experiment, ratios=cfg.ratios,
                     out_dir=cfg.out_dir / "downstream", seed=seed, protocol=unet, device=device,
-                    folds=cfg.folds, primary=cfg.methods[0].label,
+                    folds=seg_folds, primary=cfg.methods[0].label,
                 )
                 downstream.append(frame.assign(seed=seed))
                 wall[f"downstream_{experiment}"] = wall.get(f"downstream_{experiment}", 0.0) + time.perf_counter() - t0
@@ -276,11 +284,22 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
             downstream=pd.concat(downstream, ignore_index=True) if downstream else None,
             wall_times=wall,
             spec=data.spec,
+            notes=notes,
         )
         report_dir = cfg.out_dir / "report"
         render_report(results, report_dir)
         bar.advance(overall)
     return ComparisonOutcome(report_dir=report_dir, wall_time_s=time.perf_counter() - started, results=results)
+
+
+def _fold_count(requested: int, n: int, per_fold: int, what: str, notes: list[str]) -> int:
+    """The paper's 10 folds, or fewer when a small split cannot fill them (recorded in the notes)."""
+    k = min(requested, n // per_fold)
+    if k < 1:
+        raise SynthbenchError(f"the {what} has {n} images; at least {per_fold} are needed (prepare more slices)")
+    if k < requested:
+        notes.append(f"The {what} has {n} images: results use {k} folds instead of {requested}.")
+    return k
 
 
 def _quality_table(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -5,8 +5,9 @@
   the real image exactly.
 * lung-only image: the lung region of an image with every other pixel set to ``-1`` (the bottom
   of the ``[-1, 1]`` intensity range, black). The same rule is applied to the real and to the
-  synthetic image before a metric compares them, so lung-only FID/PSNR/SSIM/RMSE measure the
-  lungs only up to the (identical) black background.
+  synthetic image before a metric compares them. FID, KID and SSIM compare the lung-only
+  images; PSNR and RMSE average the squared error over lung pixels only (over the whole image
+  they would equal the complete-image values, since both settings agree outside the lung).
 
 The lung region is every class whose role is 'lung' or 'lesion' in the data-set description
 (:attr:`synthbench.data.spec.DatasetSpec.lung_region_ids`). Layouts: images ``[B, 1, H, W]``

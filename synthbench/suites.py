@@ -20,9 +20,10 @@ fields (``methods`` as a list of ``name`` or ``name:variant``), and optional
 from __future__ import annotations
 
 import copy
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from synthbench.compare import CompareConfig, parse_methods
 from synthbench.errors import SynthbenchError

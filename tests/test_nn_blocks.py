@@ -94,7 +94,8 @@ def test_resnet_block_and_init():
     w = block.conv_block[1].weight
     assert abs(w.std().item() - 0.02) < 0.005 and block.conv_block[1].bias.abs().sum() == 0
     sn = NLayerDiscriminator(3, ndf=8, n_layers=1, spectral=True)
-    before = sn.blocks[0][0].weight_orig.clone()
+    assert not hasattr(sn.blocks[0][0], "weight_orig")  # first conv: no normalisation at all
+    before = sn.blocks[1][0].weight_orig.clone()
     init_weights(sn, "xavier", 0.02)
-    assert not torch.equal(before, sn.blocks[0][0].weight_orig)
-    assert sn.blocks[0][0].weight_orig.std().item() < 0.01
+    assert not torch.equal(before, sn.blocks[1][0].weight_orig)
+    assert sn.blocks[1][0].weight_orig.std().item() < 0.01

@@ -78,6 +78,8 @@ class Ours(Synthesizer):
     """The paper's model; see the module docstring. Table V ablations are :attr:`variants`."""
 
     name = "ours"
+    min_size = 32
+    size_multiple = 16  # G1 runs at half size with three stride-2 convs
     #: CPU-sized protocols (quick, smoke) train this narrower build; the paper protocol never does.
     reduced_options = {"ngf": 16, "ndf": 16, "n_blocks": 3}
     summary = "Global-local generator (G1+G2) with DESUM, multi-resolution discriminator (D1+D2) with DFM"

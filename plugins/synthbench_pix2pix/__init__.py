@@ -30,6 +30,7 @@ from torch import nn
 from synthbench import OptimizerSpec, Synthesizer, SynthesizerConfigError, Update, hookimpl
 from synthbench.nn.blocks import init_weights
 from synthbench.nn.discriminators import NLayerDiscriminator
+from synthbench.nn.losses import gan_loss
 from synthbench.synthesizer import Batch, set_requires_grad
 
 SYNTHBENCH_API = 1
@@ -151,8 +152,8 @@ class Pix2Pix(Synthesizer):
         set_requires_grad(self.nets["D"], True)
         pred_fake = D(torch.cat([onehot, fake.detach()], 1))
         pred_real = D(torch.cat([onehot, real], 1))
-        loss_d_fake = F.binary_cross_entropy_with_logits(pred_fake, torch.zeros_like(pred_fake))
-        loss_d_real = F.binary_cross_entropy_with_logits(pred_real, torch.ones_like(pred_real))
+        loss_d_fake = gan_loss(pred_fake, False, mode="vanilla")
+        loss_d_real = gan_loss(pred_real, True, mode="vanilla")
         loss_d = 0.5 * (loss_d_fake + loss_d_real)
         yield Update("D", loss_d, {"D_real": loss_d_real.detach(), "D_fake": loss_d_fake.detach()})
 
@@ -160,7 +161,7 @@ class Pix2Pix(Synthesizer):
         set_requires_grad(self.nets["D"], False)
         try:
             pred = self.nets["D"](torch.cat([onehot, fake], 1))
-            loss_gan = F.binary_cross_entropy_with_logits(pred, torch.ones_like(pred))
+            loss_gan = gan_loss(pred, True, mode="vanilla", for_discriminator=False)
             loss_l1 = F.l1_loss(fake, real) * self.options["lambda_l1"]
             yield Update("G", loss_gan + loss_l1, {"G_GAN": loss_gan.detach(), "G_L1": loss_l1.detach()})
         finally:

@@ -140,6 +140,8 @@ class Pix2PixHD(Synthesizer):
     """pix2pixHD baseline (see the module docstring for architecture and departures)."""
 
     name = "pix2pixhd"
+    min_size = 16
+    size_multiple = 16  # four stride-2 convs (32 with the local enhancer, checked at build)
     #: CPU-sized protocols (quick, smoke) train this narrower build; the paper protocol never does.
     reduced_options = {"ngf": 16, "ndf": 16, "n_blocks_global": 3}
     summary = "pix2pixHD: coarse-to-fine generator, multiscale D, feature matching + VGG loss"

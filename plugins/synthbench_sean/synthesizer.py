@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 from synthbench_spade.networks import UPSAMPLINGS
-from synthbench_spade.synthesizer import GANLossMixin, unnormalize_first_conv
+from synthbench_spade.synthesizer import GANLossMixin
 from torch import nn
 
 from synthbench.nn import MultiscaleDiscriminator, init_weights
@@ -60,7 +60,7 @@ def build_sean_discriminator(
         in_channels, num_D=num_D, ndf=ndf, n_layers=n_layers_D - 1, padding=2,
         norm="instance", spectral=True, bias=False, all_stride2=True,
     )
-    return init_weights(unnormalize_first_conv(disc), "xavier", gain)
+    return init_weights(disc, "xavier", gain)
 
 
 class SEANSynthesizer(GANLossMixin, Synthesizer):

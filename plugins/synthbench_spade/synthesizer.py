@@ -58,22 +58,7 @@ def build_spade_discriminator(
         in_channels, num_D=num_D, ndf=ndf, n_layers=n_layers_D - 1, padding=2,
         norm="instance", spectral=True, bias=False,
     )
-    return init_weights(unnormalize_first_conv(disc), "xavier", gain)
-
-
-def unnormalize_first_conv(disc: nn.Module) -> nn.Module:
-    """The official D has no norm at all on each scale's first conv ("64 (s2, no norm)"); the
-    shared :class:`MultiscaleDiscriminator` spectral-normalises every conv but the last, so the
-    first conv is replaced here by a plain conv of the same shape (parameter count unchanged;
-    a fresh conv because ``remove_spectral_norm`` leaves a state-dict hook behind)."""
-    for scale in disc.scales:
-        first = scale.blocks[0][0]
-        if hasattr(first, "weight_orig"):
-            scale.blocks[0][0] = nn.Conv2d(
-                first.in_channels, first.out_channels, first.kernel_size, first.stride, first.padding,
-                bias=first.bias is not None,
-            )
-    return disc
+    return init_weights(disc, "xavier", gain)
 
 
 class GANLossMixin:

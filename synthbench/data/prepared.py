@@ -177,8 +177,9 @@ class PreparedDataset:
 
     def lung_mask(self, label: torch.Tensor) -> torch.Tensor:
         """``int64 [B, H, W]`` labels -> ``bool [B, 1, H, W]`` lung region (spec's lung+lesion classes)."""
-        ids = torch.tensor(self.spec.lung_region_ids, device=label.device)
-        return torch.isin(label, ids).unsqueeze(1)
+        lut = torch.zeros(max(256, self.num_classes), dtype=torch.bool, device=label.device)
+        lut[list(self.spec.lung_region_ids)] = True  # a table lookup: ~2x faster than torch.isin
+        return lut[label.long()].unsqueeze(1)
 
     def collate(self, items: list[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
         """DataLoader ``collate_fn``: a list of (image [1,H,W], label [H,W]) -> :class:`Batch`."""

@@ -214,7 +214,7 @@ def evaluate_folders(
                         if isinstance(m, InceptionMetric):
                             m.update_features(fr, ff)
                         else:
-                            m.update(r, f, mask)
+                            m.update(r, f, mask if setting == "lung" else None)
                 bar.advance(task, len(real))
         rows, conventions = [], {}
         for setting, ms in per_setting.items():

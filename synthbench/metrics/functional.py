@@ -108,22 +108,32 @@ def ssim_per_image(
     return torch.cat([_ssim_chunk(x[i : i + step], y[i : i + step], w, c1, c2) for i in range(0, x.shape[0], step)])
 
 
-def mse_per_image(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """Mean squared error per image in the images' own units, float64 ``[B]``."""
+def mse_per_image(real: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error per image in the images' own units, float64 ``[B]``.
+
+    With ``mask`` (bool, same shape) the mean runs over the masked pixels only (lung-only
+    setting, :mod:`synthbench.composite`); an image with an empty mask gives NaN.
+    """
     _check_pair(real, fake)
     d = real.to(torch.float64) - fake.to(torch.float64)
-    return (d * d).reshape(d.shape[0], -1).mean(dim=1)
+    sq = (d * d).reshape(d.shape[0], -1)
+    if mask is None:
+        return sq.mean(dim=1)
+    m = mask.reshape(d.shape[0], -1).to(torch.float64)
+    return (sq * m).sum(dim=1) / m.sum(dim=1)
 
 
-def psnr_per_image(real: torch.Tensor, fake: torch.Tensor, data_range: float = DATA_RANGE) -> torch.Tensor:
+def psnr_per_image(real: torch.Tensor, fake: torch.Tensor, data_range: float = DATA_RANGE,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
     """``10 log10(data_range^2 / MSE)`` per image (skimage ``peak_signal_noise_ratio``); ``inf`` if identical."""
-    mse = mse_per_image(real, fake)
+    mse = mse_per_image(real, fake, mask)
     return 10.0 * torch.log10(torch.as_tensor(data_range, dtype=torch.float64) ** 2 / mse)
 
 
-def rmse_per_image(real: torch.Tensor, fake: torch.Tensor, data_range: float = DATA_RANGE) -> torch.Tensor:
+def rmse_per_image(real: torch.Tensor, fake: torch.Tensor, data_range: float = DATA_RANGE,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
     """Root mean squared error per image in ``[0, 1]`` units (``sqrt(MSE) / data_range``)."""
-    return mse_per_image(real, fake).sqrt() / data_range
+    return mse_per_image(real, fake, mask).sqrt() / data_range
 
 
 # --------------------------------------------------------------------------- distribution metrics

@@ -25,11 +25,16 @@ class PairedMetric(Metric):
     def reset(self) -> None:
         self._values: list[np.ndarray] = []
 
-    def per_image(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    #: Whether a mask given to :meth:`update` restricts the per-image value to the masked pixels.
+    uses_mask: ClassVar[bool] = False
+
+    def per_image(self, real: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def update(self, real: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        values = self.per_image(real.to(self.device), fake.to(self.device))
+        """``mask`` (lung setting only): PSNR and RMSE average the squared error over its pixels."""
+        mask = mask.to(self.device) if (mask is not None and self.uses_mask) else None
+        values = self.per_image(real.to(self.device), fake.to(self.device), mask)
         self._values.append(values.detach().cpu().numpy().astype(np.float64))
 
     def values(self) -> np.ndarray:
@@ -57,8 +62,10 @@ class PSNR(PairedMetric):
     higher_is_better = True
     summary = "PSNR in dB, data range 2 on [-1, 1] images (scikit-image peak_signal_noise_ratio)"
 
-    def per_image(self, real, fake):
-        return Fm.psnr_per_image(real, fake, Fm.DATA_RANGE)
+    uses_mask = True
+
+    def per_image(self, real, fake, mask=None):
+        return Fm.psnr_per_image(real, fake, Fm.DATA_RANGE, mask)
 
     def aggregate(self, values: np.ndarray) -> float:
         # Identical pairs have infinite PSNR; they are left out of the mean (counted in convention).
@@ -71,6 +78,7 @@ class PSNR(PairedMetric):
             "data_range": Fm.DATA_RANGE,
             "reference": "skimage.metrics.peak_signal_noise_ratio",
             "identical_pairs_excluded": int(np.sum(~np.isfinite(v))),
+            "lung_setting": "MSE averaged over lung pixels only",
         }
 
 
@@ -81,7 +89,7 @@ class SSIM(PairedMetric):
     higher_is_better = True
     summary = "SSIM, Gaussian window (sigma 1.5, 11 taps), data range 2 (scikit-image convention)"
 
-    def per_image(self, real, fake):
+    def per_image(self, real, fake, mask=None):
         return Fm.ssim_per_image(real, fake, Fm.DATA_RANGE)
 
     def convention(self) -> dict[str, Any]:
@@ -106,8 +114,11 @@ class RMSE(PairedMetric):
     higher_is_better = False
     summary = "RMSE in [0, 1] intensity units (images mapped from [-1, 1] by (x + 1) / 2)"
 
-    def per_image(self, real, fake):
-        return Fm.rmse_per_image(real, fake, Fm.DATA_RANGE)
+    uses_mask = True
+
+    def per_image(self, real, fake, mask=None):
+        return Fm.rmse_per_image(real, fake, Fm.DATA_RANGE, mask)
 
     def convention(self) -> dict[str, Any]:
-        return {**super().convention(), "units": "[0, 1] intensity (RMSE on [-1, 1] divided by 2)"}
+        return {**super().convention(), "units": "[0, 1] intensity (RMSE on [-1, 1] divided by 2)",
+                "lung_setting": "squared error averaged over lung pixels only"}

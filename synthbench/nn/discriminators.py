@@ -54,12 +54,14 @@ class NLayerDiscriminator(nn.Module):
         norm_layer = get_norm_layer(norm)
         use_bias = (norm != "batch") if bias == "auto" else bool(bias)
 
-        def conv(cin, cout, stride, b=True):
+        def conv(cin, cout, stride, b=True, normalised=spectral):
             layer = nn.Conv2d(cin, cout, kernel_size=kernel, stride=stride, padding=padding, bias=b)
-            return nn.utils.spectral_norm(layer) if spectral else layer
+            return nn.utils.spectral_norm(layer) if normalised else layer
 
+        # The first conv carries no normalisation of any kind, spectral norm included (SPADE's
+        # official NLayerDiscriminator applies its norm layer to the middle convs only).
         blocks: list[nn.Sequential] = [
-            nn.Sequential(conv(in_channels, ndf, 2), nn.LeakyReLU(0.2, True))
+            nn.Sequential(conv(in_channels, ndf, 2, normalised=False), nn.LeakyReLU(0.2, True))
         ]
         nf = ndf
         for n in range(1, n_layers + 1):

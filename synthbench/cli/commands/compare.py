@@ -36,15 +36,16 @@ def compare(
     experiments: str = typer.Option("replace,add", "--experiments", help="Downstream experiments to run (empty: none)."),
     ratios: str = typer.Option(None, "--ratios", help="Synthetic ratios, e.g. 0,0.1,0.2,0.3,0.4,0.5."),
     unet: str = typer.Option("quick", "--unet-protocol", help="U-Net protocol of the downstream task: quick or default."),
+    folds: int = typer.Option(10, "--folds", help="Folds of the test sets for mean and 95% CI (fewer if a split is small)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
 ) -> None:
     """Train, synthesize, evaluate and run the downstream experiments for several methods; write the report."""
-    from synthbench.compare import CompareConfig, parse_methods, run_comparison
+    from synthbench.compare import CompareConfig, parse_methods
 
     cfg = CompareConfig(
         methods=parse_methods(methods), out_dir=out, data=data, protocol=protocol, seeds=seeds,
         experiments=tuple(e.strip() for e in experiments.split(",") if e.strip()),
-        unet_protocol=unet, device=device,
+        unet_protocol=unet, device=device, folds=folds,
     )
     if (parsed := _parse_floats(ratios)) is not None:
         cfg.ratios = parsed
