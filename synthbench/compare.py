@@ -287,7 +287,7 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
             notes=notes,
         )
         report_dir = cfg.out_dir / "report"
-        render_report(results, report_dir)
+        render_report(results, report_dir, overwrite=True)  # a re-run refreshes the report atomically
         bar.advance(overall)
     return ComparisonOutcome(report_dir=report_dir, wall_time_s=time.perf_counter() - started, results=results)
 

@@ -23,8 +23,6 @@ from synthbench.errors import SynthbenchError
 SYNTHESIS_FILE = "synthesis.json"
 IMAGE_FOLDER = "complete"
 LABEL_FOLDER = "label"
-#: Keys under which a synthesis record may hold the prepared data set's content hash.
-HASH_KEYS = ("data_hash", "content_hash", "data_content_hash", "dataset_hash")
 
 
 @dataclass
@@ -104,8 +102,6 @@ def method_name(folder: Path, record: dict[str, Any]) -> str:
     variant, the label ``synthbench compare`` uses), else the folder name."""
     method = record.get("method")
     variant = record.get("variant")
-    if isinstance(method, dict):  # tolerate {"name": ..., "variant": ...}
-        method, variant = method.get("name"), method.get("variant")
     if isinstance(method, str) and method:
         return f"{method}:{variant}" if isinstance(variant, str) and variant and ":" not in method else method
     return folder.name
@@ -115,15 +111,12 @@ def open_synthesis(path: str | Path, method: str | None = None, data_hash: str |
     """Open a synthesis (or run) folder; check the layout and, if recorded, the data set's hash."""
     folder = resolve_synthesis_dir(path)
     record = _read_record(folder)
-    if data_hash is not None:
-        data_section = record.get("data") if isinstance(record.get("data"), dict) else {}
-        recorded_values = [src.get(key) for src in (record, data_section) for key in HASH_KEYS]
-        for recorded in recorded_values:
-            if isinstance(recorded, str) and recorded and recorded != data_hash:
-                raise SynthbenchError(
-                    f"synthesized from another prepared data set (hash {recorded[:12]}..., this one {data_hash[:12]}...)",
-                    folder / SYNTHESIS_FILE,
-                )
+    recorded = record.get("data_hash")  # written by synthbench.synthesis
+    if data_hash is not None and recorded and recorded != data_hash:
+        raise SynthbenchError(
+            f"synthesized from another prepared data set (hash {recorded[:12]}..., this one {data_hash[:12]}...)",
+            folder / SYNTHESIS_FILE,
+        )
     for sub in (IMAGE_FOLDER, LABEL_FOLDER):
         if not (folder / sub).is_dir():
             raise SynthbenchError(f"synthesis folder has no '{sub}/' folder", folder)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,15 +66,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _shareable(root: Path) -> None:
-    """Give the report the permissions of an ordinary new file/folder (the temporary names the
-    atomic helpers create are private, 0600/0700); a report is meant to be read and served."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [root, *root.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def render_report(
     results: ComparisonResults, out_dir: str | Path, overwrite: bool = False, n_samples: int = 3
 ) -> ReportPaths:
@@ -130,7 +120,6 @@ def render_report(
                 "leaderboard": json.loads(significance_frame([iq, *downstream]).to_json(orient="records")),
                 "notes": results.notes,
             }))
-            _shareable(tmp)
         bar.advance(task)
     return ReportPaths(
         root=out_dir,
