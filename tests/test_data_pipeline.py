@@ -87,3 +87,16 @@ def test_cli_prepare_info_preview(tmp_path):
     assert r.exit_code == 2 and "not a prepared data set" in r.output
     r = runner.invoke(app, ["data", "prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "source not found" in r.output
+
+
+def test_parallel_augmentation_is_byte_identical(tmp_path, monkeypatch):
+    """Worker processes change the speed of augmentation, never its output (same content hash)."""
+    from synthbench.data import prepare as prep
+
+    monkeypatch.setattr(prep, "PARALLEL_MIN_SAMPLES", 1)
+    hashes = []
+    for workers in (1, 2):
+        source = prep.PhantomSource(patients=4, slices_per_patient=3, size=32, seed=3)
+        options = prep.PrepareOptions(size=32, seed=3, train_factor=3, test_factor=2, keep_all_slices=True, workers=workers)
+        hashes.append(prep.prepare(source, tmp_path / f"w{workers}", options))
+    assert hashes[0] == hashes[1]

@@ -26,6 +26,8 @@ from synthbench.data.prepared import SplitArrays, write_prepared
 from synthbench.data.spec import DatasetSpec
 from synthbench.errors import SynthbenchError
 
+#: Below this many augmented samples a split is augmented in-process (spawning costs seconds).
+PARALLEL_MIN_SAMPLES = 256
 #: Phantom defaults mimic the paper's data: 9 patients, 829 slices (about 92 per patient).
 PHANTOM_PATIENTS = 9
 PHANTOM_SLICES = 92
@@ -77,6 +79,13 @@ class PrepareOptions:
     min_lesion_pixels: int = 1
     split: tuple[float, float, float] = pp.PAPER_SPLIT
     augment: aug.AugmentOptions = field(default_factory=aug.AugmentOptions)
+    #: Augmentation processes; 0 = one per CPU core. Never changes the output, only its speed.
+    workers: int = 0
+
+    def resolved_workers(self) -> int:
+        import os
+
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +100,8 @@ class PrepareOptions:
             raise SynthbenchError(f"--size must be at least 16, got {self.size}")
         if self.train_factor < 0 or self.test_factor < 0:
             raise SynthbenchError("augmentation factors must be >= 0")
+        if self.workers < 0:
+            raise SynthbenchError(f"--workers must be >= 0 (0: one per core), got {self.workers}")
 
 
 def _progress_iter(items: Iterable, total: int, label: str, show: bool) -> Iterator:
@@ -147,24 +158,54 @@ def load_real(source: SliceSource, options: PrepareOptions, show_progress: bool 
     return real
 
 
+def _augment_slice(args: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """All ``factor`` augmented copies of one real slice (runs in a worker process or inline)."""
+    image, label, seeds, size, augment_options = args
+    import torch
+
+    torch.set_num_threads(1)  # one process per core; no oversubscription
+    transform = aug.build_transform(size, augment_options)
+    pairs = [aug.augment_one(transform, image, label, seed) for seed in seeds]
+    return np.stack([p[0] for p in pairs]).astype(np.float16), np.stack([p[1] for p in pairs])
+
+
 def _augment_split(
     name: str, real: SplitArrays, factor: int, options: PrepareOptions, staging: Path, show_progress: bool
 ) -> SplitArrays:
+    """Augment every slice ``factor`` times into memory-mapped staging arrays.
+
+    Each sample's seed depends only on its identity (:func:`augment.sample_seed`), so the result
+    is byte-identical whatever ``options.workers`` is; slices are spread over worker processes
+    (spawned, so no OpenMP state is forked) when there are enough of them to pay the start-up.
+    """
     n = len(real) * factor
     s = options.size
     image = np.lib.format.open_memmap(staging / f"{name}_image.npy", mode="w+", dtype=np.float16, shape=(n, s, s))
     label = np.lib.format.open_memmap(staging / f"{name}_label.npy", mode="w+", dtype=np.uint8, shape=(n, s, s))
-    transform = aug.build_transform(s, options.augment)
-    patient, source_index, augmentation = [], [], []
-    jobs = [(i, k) for i in range(len(real)) for k in range(factor)]
-    for j, (i, k) in enumerate(_progress_iter(jobs, n, f"augmenting {name}", show_progress)):
-        seed = aug.sample_seed(options.seed, name, real.source_index[i], k)
-        img, lab = aug.augment_one(transform, real.image[i], real.label[i], seed)
-        image[j] = img
-        label[j] = lab
-        patient.append(real.patient[i])
-        source_index.append(real.source_index[i])
-        augmentation.append(k + 1)
+    jobs = [
+        (real.image[i], real.label[i], [aug.sample_seed(options.seed, name, real.source_index[i], k) for k in range(factor)],
+         s, options.augment)
+        for i in range(len(real))
+    ]
+    workers = options.resolved_workers()
+    if workers > 1 and n >= PARALLEL_MIN_SAMPLES:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+        results = pool.imap(_augment_slice, jobs, chunksize=1)
+    else:
+        pool, results = None, map(_augment_slice, jobs)
+    try:
+        with_progress = _progress_iter(results, len(jobs), f"augmenting {name}", show_progress)
+        for i, (img, lab) in enumerate(with_progress):
+            image[i * factor:(i + 1) * factor] = img
+            label[i * factor:(i + 1) * factor] = lab
+    finally:
+        if pool is not None:
+            pool.terminate()
+    patient = [real.patient[i] for i in range(len(real)) for _ in range(factor)]
+    source_index = [real.source_index[i] for i in range(len(real)) for _ in range(factor)]
+    augmentation = [k + 1 for _ in range(len(real)) for k in range(factor)]
     return SplitArrays(image, label, patient, source_index, augmentation)
 
 

@@ -30,6 +30,7 @@ def prepare_cmd(
     patients: int = typer.Option(None, "--patients", help="Phantom only: number of patients (default 9)."),
     slices_per_patient: int = typer.Option(None, "--slices-per-patient", help="Phantom only: slices per patient (default 92)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
+    workers: int = typer.Option(0, "--workers", help="Augmentation processes (0: one per core); the output is identical."),
 ) -> None:
     """Preprocess, split and augment SOURCE into a prepared data set."""
     from synthbench.data.prepare import PrepareOptions, prepare, resolve_source
@@ -42,7 +43,7 @@ def prepare_cmd(
         raise SynthbenchError("output directory already exists (use --overwrite to replace it)", out)
     src = resolve_source(source, size, seed, config=config, **kwargs)
     options = PrepareOptions(size=size, seed=seed, train_factor=train_factor, test_factor=test_factor,
-                             keep_all_slices=keep_all_slices)
+                             keep_all_slices=keep_all_slices, workers=workers)
     t0 = time.perf_counter()
     digest = prepare(src, out, options, overwrite=overwrite, show_progress=True)
     err_console.print(f"prepared {src.spec.name} in {time.perf_counter() - t0:.1f} s")
