@@ -23,6 +23,7 @@ FID Inception order (:func:`resolve_fid_inception`):
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
@@ -358,12 +359,10 @@ def convert_fid_helper(source: Path) -> Path:
     target = cache_dir() / f"fid_inception_from_fid_helper_{src_hash[:16]}.pth"
     sidecar = target.with_suffix(".json")
     if target.is_file() and sidecar.is_file():
-        try:
+        with contextlib.suppress(OSError, ValueError):  # an unreadable cache is converted again
             meta = json.loads(sidecar.read_text())
             if meta.get("sha256") == file_sha256(target) and meta.get("source_sha256") == src_hash:
                 return target
-        except (OSError, ValueError):
-            pass
     state = fid_helper_state_dict(source)
     buffer = io.BytesIO()  # not the temp file: torch.save names the archive after the file
     torch.save(state, buffer)

@@ -6,6 +6,7 @@ Checkpoints are written with :func:`synthbench.io.atomic_path` and read with
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -53,13 +54,11 @@ def git_commit() -> str | None:
 
 def hardware() -> dict[str, Any]:
     cpu = platform.processor() or None
-    try:
+    with contextlib.suppress(OSError):  # no /proc/cpuinfo off Linux: keep platform.processor()
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     info: dict[str, Any] = {"cpu": cpu, "cpu_cores": os.cpu_count(), "platform": platform.platform()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
