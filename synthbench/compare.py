@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -160,6 +161,9 @@ def train_method(cfg: CompareConfig, spec: MethodSpec, seed: int, data: Prepared
     if status == "finished":
         err_console.print(f"[green]reusing finished run[/green] {run_dir}")
         return run_dir
+    resume = any((run_dir / "checkpoints").glob("*.pt"))
+    if run_dir.exists() and not resume:
+        shutil.rmtree(run_dir)  # our own keyed run, stopped before its first checkpoint
     train(
         spec.name,
         data.root,
@@ -168,7 +172,7 @@ def train_method(cfg: CompareConfig, spec: MethodSpec, seed: int, data: Prepared
         seed=seed,
         variant=spec.variant,
         options=options or None,
-        resume=run_dir.exists() and any(run_dir.iterdir()),
+        resume=resume,
         show_progress=cfg.show_progress,
     )
     return run_dir
@@ -255,12 +259,12 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
             quality.append(frame.assign(method=spec.label, seed=seed))
             times["evaluate"] = time.perf_counter() - t0
             bar.advance(overall)
-            runs.append(MethodRun(spec.label, seed, run_dir=run_dir, synthesis_dir=test_dir, wall_times=times))
-            runs[-1].downstream_dir = aug_dir  # type: ignore[attr-defined]
+            runs.append(MethodRun(spec.label, seed, run_dir=run_dir, synthesis_dir=test_dir,
+                                  downstream_dir=aug_dir, wall_times=times))
 
         unet = UNetProtocol.named(cfg.unet_protocol, **cfg.unet_overrides)
         for seed in seeds:
-            synthetic = {r.method: r.downstream_dir for r in runs if r.seed == seed}  # type: ignore[attr-defined]
+            synthetic = {r.method: r.downstream_dir for r in runs if r.seed == seed}
             for experiment in cfg.experiments:
                 step(f"downstream {experiment} (seed {seed})")
                 t0 = time.perf_counter()
@@ -280,7 +284,7 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
             dataset=_describe_data(data),
             data_hash=data.content_hash,
             runs=runs,
-            image_quality=_quality_table(quality),
+            image_quality=pd.concat(quality, ignore_index=True),
             downstream=pd.concat(downstream, ignore_index=True) if downstream else None,
             wall_times=wall,
             spec=data.spec,
@@ -300,10 +304,6 @@ def _fold_count(requested: int, n: int, per_fold: int, what: str, notes: list[st
     if k < requested:
         notes.append(f"The {what} has {n} images: results use {k} folds instead of {requested}.")
     return k
-
-
-def _quality_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    return pd.concat(frames, ignore_index=True)
 
 
 def _describe_data(data: PreparedDataset) -> str:

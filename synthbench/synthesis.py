@@ -13,6 +13,11 @@ jointly so that completion still has a real counterpart) to the run's generator 
     OUT/complete/NNNNN.png      completion: synthetic lung region pasted into the real slice
     OUT/lung_real/NNNNN.png     lung-only real (composite.lung_only)
     OUT/lung_fake/NNNNN.png     lung-only synthetic
+    OUT/nifti/<view>.nii.gz     when the data set came from NIfTI: each view above (label, mask,
+                                real, fake, complete, lung_real, lung_fake) as one volume,
+                                H x W x N in the synthesis order, intensities in [-1, 1]
+                                (labels and mask as uint8), identity affine (slices are samples,
+                                not a contiguous scan)
 
 Images are 8-bit gray with ``round((x + 1) * 127.5)``. Completion and lung-only views come from
 :mod:`synthbench.composite` (the one definition). ``style``: every method receives the real
@@ -25,6 +30,7 @@ expansion factor they equal the prepared ``<split>_aug`` samples byte for byte.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +119,11 @@ def synthesize(
     dev = torch.device(device)
     from synthbench.cli.console import progress
 
+    nifti = ds.manifest.get("source", {}).get("format") == "nifti"
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         for folder in FOLDERS:
             (tmp / folder).mkdir()
+        volumes = _staged_volumes(tmp / ".staging", n, ds.size) if nifti else {}
         with progress() as bar:
             task = bar.add_task(f"synthesizing {split}", total=n) if show_progress else None
             for start in range(0, n, batch_size):
@@ -127,14 +135,22 @@ def synthesize(
                     "fake": fake, "real": real, "complete": complete(fake, real, lung),
                     "lung_real": lung_only(real, lung), "lung_fake": lung_only(fake, lung),
                 }
+                arrays = {key: tensor[:, 0].cpu().numpy() for key, tensor in views.items()}
+                arrays["label"] = label.cpu().numpy().astype(np.uint8)
+                arrays["mask"] = lung[:, 0].cpu().numpy().astype(np.uint8)
                 for j in range(label.shape[0]):
                     name = f"{start + j:05d}.png"
-                    _save(label[j].cpu().numpy().astype(np.uint8), tmp / "label" / name)
-                    _save(lung[j, 0].cpu().numpy().astype(np.uint8) * 255, tmp / "mask" / name)
-                    for key, tensor in views.items():
-                        _save(to_uint8(tensor[j, 0].cpu().numpy()), tmp / key / name)
+                    _save(arrays["label"][j], tmp / "label" / name)
+                    _save(arrays["mask"][j] * 255, tmp / "mask" / name)
+                    for key in views:
+                        _save(to_uint8(arrays[key][j]), tmp / key / name)
+                for key, volume in volumes.items():
+                    volume[start:start + label.shape[0]] = arrays[key]
                 if task is not None:
                     bar.update(task, advance=label.shape[0])
+        if nifti:
+            _save_volumes(volumes, tmp / "nifti")
+            shutil.rmtree(tmp / ".staging")
         record = {
             "run": str(Path(run_dir).resolve()) if run_dir is not None else None,
             "method": synth.name,
@@ -144,6 +160,7 @@ def synthesize(
             "augment": augment,
             "augment_source": "synthbench.data.augment (prepare seed, '<split>_aug' seeds)" if augment else None,
             "count": n,
+            "nifti": nifti,
             "style_mode": style_mode(synth),
             "data_dir": str(Path(data_dir).resolve()),
             "data_hash": ds.content_hash,
@@ -153,6 +170,26 @@ def synthesize(
         }
         atomic_write_json(tmp / "synthesis.json", record)
     return record
+
+
+def _staged_volumes(folder: Path, n: int, size: int) -> dict[str, np.ndarray]:
+    """Memory-mapped ``[N, H, W]`` arrays, one per view, filled batch by batch (no RAM growth)."""
+    folder.mkdir()
+    return {
+        view: np.lib.format.open_memmap(folder / f"{view}.npy", mode="w+", shape=(n, size, size),
+                                        dtype=np.uint8 if view in ("label", "mask") else np.float32)
+        for view in FOLDERS
+    }
+
+
+def _save_volumes(volumes: dict[str, np.ndarray], folder: Path) -> None:
+    """Each view as one H x W x N NIfTI volume (float32 images, uint8 labels and mask)."""
+    import nibabel as nib
+
+    folder.mkdir()
+    for view, stack in volumes.items():
+        stack.flush()
+        nib.save(nib.Nifti1Image(np.transpose(stack, (1, 2, 0)), np.eye(4)), str(folder / f"{view}.nii.gz"))
 
 
 @torch.no_grad()

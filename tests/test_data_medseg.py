@@ -98,3 +98,25 @@ def test_corrupt_nifti_and_mismatch(medseg_dir, tmp_path):
     (medseg_dir / "rp_lung_msk" / "3.nii.gz").unlink()
     with pytest.raises(SynthbenchError, match="missing file.*3"):
         MedSegSource(medseg_dir)
+
+
+def test_synthesis_from_nifti_source_writes_nifti_volumes(medseg_dir, tmp_path):
+    """Data that came from NIfTI gets NIfTI output beside the PNGs (synthbench.synthesis)."""
+    from PIL import Image
+
+    from synthbench.engine import train
+    from synthbench.synthesis import synthesize
+
+    prepare(resolve_source(str(medseg_dir), 32, 0), tmp_path / "p", PrepareOptions(size=32, train_factor=1, test_factor=1))
+    run = train("pix2pix", tmp_path / "p", tmp_path / "run", protocol="smoke", overrides={"max_steps": 1},
+                show_progress=False)
+    record = synthesize(run.run_dir, tmp_path / "p", tmp_path / "syn", split="test", show_progress=False)
+    assert record["nifti"] is True
+    n = record["count"]
+    complete = nib.load(str(tmp_path / "syn" / "nifti" / "complete.nii.gz")).get_fdata()
+    label = np.asarray(nib.load(str(tmp_path / "syn" / "nifti" / "label.nii.gz")).dataobj)
+    assert complete.shape == (32, 32, n) and label.dtype == np.uint8
+    png = np.asarray(Image.open(tmp_path / "syn" / "complete" / "00000.png"), dtype=np.float64)
+    np.testing.assert_allclose(np.round((complete[:, :, 0] + 1) * 127.5), png, atol=1)
+    np.testing.assert_array_equal(label[:, :, 0], np.asarray(Image.open(tmp_path / "syn" / "label" / "00000.png")))
+    assert not (tmp_path / "syn" / ".staging").exists()

@@ -228,8 +228,9 @@ class FolderSource:
         return list(groups.items())
 
     def describe(self) -> dict[str, Any]:
+        nifti = all(f.name.endswith((".nii", ".nii.gz")) for f in self.files)
         return {"kind": "folder", "path": str(self.root), "config": self.config.origin,
-                "layout": self.config.raw, "files": len(self.files)}
+                "layout": self.config.raw, "files": len(self.files), "format": "nifti" if nifti else "image"}
 
     def patient_count(self) -> int:
         return len(self.groups)
