@@ -63,8 +63,10 @@ def test_quick_suite_smoke_profile_writes_report_and_reuses_runs(tmp_path):
         assert method in board
     results = pd.read_csv(report / "results.csv")
     assert set(results["method"]) >= {"ours", "pix2pix", "spade"}
+    assert set(results["seed"]) == {0, 1}  # --seeds 2 in the smoke profile: every method twice
+    assert "mean ± SD across seeds" in board
     runs = sorted((out / "runs").iterdir())
-    assert len(runs) == 3
+    assert len(runs) == 6
     for run in runs:
         assert json.loads((run / "manifest.json").read_text())["status"] == "finished"
         assert (run / "synthesis" / "test" / "complete").is_dir()
