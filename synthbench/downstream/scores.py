@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torchmetrics.functional.classification import binary_stat_scores, multiclass_stat_scores
 
 METRICS = ("dice", "sensitivity", "specificity")
 INFECTION = "infection"
@@ -50,6 +49,9 @@ def segmentation_counts(pred: torch.Tensor, target: torch.Tensor, class_names: l
     pred = pred.reshape(pred.shape[0], -1).long()
     target = target.reshape(target.shape[0], -1).long()
     num_classes = len(class_names) + 1
+    # Imported here: torchmetrics takes seconds to import and every CLI start loads this plugin.
+    from torchmetrics.functional.classification import binary_stat_scores, multiclass_stat_scores
+
     stats = multiclass_stat_scores(pred, target, num_classes=num_classes, average=None, multidim_average="global")
     out: dict[str, tuple[int, int, int, int]] = {}
     for k, name in enumerate(class_names, start=1):

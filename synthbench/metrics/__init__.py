@@ -7,6 +7,14 @@
 * :mod:`synthbench.metrics.evaluate`: :func:`evaluate_folders` on complete and lung-only images.
 """
 
-from synthbench.metrics.evaluate import evaluate_folders, load_results, save_results
-
 __all__ = ["evaluate_folders", "load_results", "save_results"]
+
+
+def __getattr__(name: str):
+    """Import :mod:`synthbench.metrics.evaluate` on first use: the metrics plugin is loaded at
+    every CLI start and must not pay for the evaluation stack (pandas, PIL, Inception)."""
+    if name in __all__:
+        from synthbench.metrics import evaluate
+
+        return getattr(evaluate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
