@@ -130,8 +130,9 @@ def test_hu_values_declared_scaled(tmp_path):
     ct = np.full((16, 16, 3), -1000.0, np.float32)
     seg = np.zeros((16, 16, 3), np.uint8)
     seg[4:8, 4:8] = 2
-    nib.save(nib.Nifti1Image(ct, np.eye(4)), str(root / "vol" / "a.nii.gz"))
-    nib.save(nib.Nifti1Image(seg, np.eye(4)), str(root / "seg" / "a.nii.gz"))
+    for stem in ("a", "b", "c"):  # three patients: fewer are refused before any volume is read
+        nib.save(nib.Nifti1Image(ct, np.eye(4)), str(root / "vol" / f"{stem}.nii.gz"))
+        nib.save(nib.Nifti1Image(seg, np.eye(4)), str(root / "seg" / f"{stem}.nii.gz"))
     cfg = {"intensity": "scaled", "images": "vol", "labels": "seg", "patients": {"mode": "per_file"},
            "classes": [["background", "background"], ["lung", "lung"], ["lesion", "lesion"]]}
     (root / "synthbench-data.json").write_text(json.dumps(cfg))

@@ -13,7 +13,8 @@ parenchyma, so by default it becomes **background** (``effusion="background"``);
 it into the lung class instead, ``"class"`` keeps it as a fourth, non-lung class 'pleural_effusion'.
 
 Orientation: volumes are reoriented to RAS+ (``nibabel.as_closest_canonical``) and each axial
-slice is returned in the radiological view: patient's right on the image left, anterior up.
+slice is returned in the radiological view: patient's right on the image left, anterior up
+(:mod:`synthbench.data.volume`). ``data prepare SOURCE --effusion RULE`` chooses the rule.
 """
 
 from __future__ import annotations
@@ -27,49 +28,21 @@ import numpy as np
 
 from synthbench.data.phantom import PatientSlices
 from synthbench.data.spec import PAPER_CLASSES, DatasetSpec, make_classes
+from synthbench.data.volume import (  # noqa: F401 (is_nifti, nifti_stem: re-exported)
+    NIFTI_SUFFIXES,
+    VolumeGeometry,
+    is_nifti,
+    load_nifti,
+    nifti_stem,
+    read_nifti_slices,
+    view_of,
+)
 from synthbench.errors import SynthbenchError
 
 IMAGE_DIR, LUNG_DIR, INFECTION_DIR = "rp_im", "rp_lung_msk", "rp_msk"
 EFFUSION_RULES = ("background", "lung", "class")
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-def is_nifti(path: Path) -> bool:
-    return path.name.endswith(NIFTI_SUFFIXES)
-
-
-def nifti_stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-def read_nifti_slices(path: str | Path) -> np.ndarray:
-    """Read a 3-D NIfTI volume as ``float32 [Z, H, W]`` axial slices in the radiological view.
-
-    Reoriented to RAS+ first, so a volume stored with flipped axes (and the matching affine) gives
-    the same slices: row 0 is anterior, column 0 is the patient's right, ``z`` runs inferior ->
-    superior. A corrupt or non-3-D file raises :class:`SynthbenchError` naming it.
-    """
-    import nibabel as nib
-
-    path = Path(path)
-    if not path.is_file():
-        raise SynthbenchError("missing file", path)
-    try:
-        img = nib.as_closest_canonical(nib.load(str(path)))
-        data = np.asarray(img.get_fdata(dtype=np.float32))
-    except Exception as exc:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, ...)
-        raise SynthbenchError(f"cannot read NIfTI volume ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'corrupt'})", path) from exc
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise SynthbenchError(f"expected a 3-D volume, got shape {data.shape}", path)
-    # RAS: axis 0 increases towards the patient's right, axis 1 towards anterior. Radiological view:
-    # image column 0 = patient's right (largest x), image row 0 = anterior (largest y).
-    return np.ascontiguousarray(np.transpose(data[::-1, ::-1, :], (2, 1, 0)))
+#: Class id -> value of the infection mask (rp_msk coding), for writing labels back as the source had them.
+INFECTION_CODING = {"ground_glass": 1, "consolidation": 2, "pleural_effusion": 3}
 
 
 def detect(path: Path) -> bool:
@@ -87,7 +60,11 @@ def medseg_spec(effusion: str = "background") -> DatasetSpec:
                                 ("consolidation", "lesion"), ("pleural_effusion", "other")])
     else:
         classes = PAPER_CLASSES
-    return DatasetSpec(name="medseg-radiopaedia", classes=classes, intensity="hu", extra={"effusion": effusion})
+    coding = [INFECTION_CODING.get(c.name, 0) for c in classes]
+    return DatasetSpec(name="medseg-radiopaedia", classes=classes, intensity="hu", region="lung",
+                       extra={"effusion": effusion, "label_coding": coding,
+                              "label_coding_note": "rp_msk coding: 1 ground-glass, 2 consolidation, 3 effusion; "
+                                                   "lung is the separate lung mask"})
 
 
 def medseg_label(lung: np.ndarray, infection: np.ndarray, effusion: str, where: str) -> np.ndarray:
@@ -138,7 +115,8 @@ class MedSegSource:
 
     def iter_patients(self) -> Iterator[PatientSlices]:
         for stem, im, lung, inf in self.volumes:
-            image = read_nifti_slices(im)
+            img = load_nifti(im)
+            image = view_of(img, im)
             lung_v = read_nifti_slices(lung)
             inf_v = read_nifti_slices(inf)
             for other, p in ((lung_v, lung), (inf_v, inf)):
@@ -146,7 +124,8 @@ class MedSegSource:
                     raise SynthbenchError(f"mask shape {other.shape[::-1]} differs from image {im.name} shape {image.shape[::-1]}", p)
             label = medseg_label(lung_v, inf_v, self.effusion, str(inf))
             rel = im.relative_to(self.root)
-            yield PatientSlices(stem, image, label, [f"{rel}#z{k:03d}" for k in range(len(image))])
+            yield PatientSlices(stem, image, label, [f"{rel}#z{k:03d}" for k in range(len(image))],
+                                [VolumeGeometry.of(stem, img)])
 
 
 def _natural(p: Path) -> tuple:

@@ -15,12 +15,13 @@ increasing ``z`` so neighbouring slices change smoothly. Everything is vectorise
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from synthbench.data.spec import PAPER_CLASSES, DatasetSpec
+from synthbench.data.volume import VolumeGeometry
 from synthbench.errors import SynthbenchError
 
 AIR, FAT, MUSCLE, BLOOD, LUNG = -1000.0, -100.0, 45.0, 40.0, -860.0
@@ -34,12 +35,18 @@ def phantom_spec() -> DatasetSpec:
 
 @dataclass
 class PatientSlices:
-    """Slices of one patient in source units: ``image`` float32 [M,H,W], ``label`` uint8 [M,H,W]."""
+    """Slices of one patient in source units: ``image`` float32 [M,H,W], ``label`` uint8 [M,H,W].
+
+    ``volumes``: the source volumes these slices are (``first`` counted within this object), so
+    synthesized slices can be written back into their volume; empty for 2-D sources. A source
+    may yield one patient in several consecutive pieces (e.g. slices of different sizes).
+    """
 
     patient: str
     image: np.ndarray
     label: np.ndarray
     names: list[str]
+    volumes: list[VolumeGeometry] = field(default_factory=list)
 
 
 def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:

@@ -3,8 +3,11 @@ split -> augmentation -> :func:`synthbench.data.prepared.write_prepared` (paper 
 preprocessing").
 
 Sources: the embedded phantom (``"phantom"``), a MedSeg/Radiopaedia NIfTI folder
-(:mod:`synthbench.data.medseg`), a generic image/mask folder with a config
-(:mod:`synthbench.data.folder`, including the built-in layout of the shared 256 px real slices).
+(:mod:`synthbench.data.medseg`), a generic folder of images, NIfTI volumes or DICOM series
+with a config (:mod:`synthbench.data.folder`, :mod:`synthbench.data.dicom`, including the
+built-in layout of the shared 256 px real slices). Fewer patients than splits are refused
+before any volume is read (``slice_split`` overrides, with a warning); every declared class
+must occur in the data; warnings are recorded in the manifest (``source.warnings``).
 Same seed and options -> byte-identical prepared data (same content hash).
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +73,13 @@ class PhantomSource:
 
 @dataclass
 class PrepareOptions:
-    """Pipeline options (all recorded in the manifest). Defaults follow the paper."""
+    """Pipeline options (all recorded in the manifest). Defaults follow the paper.
+
+    ``resize``: ``"pad"`` keeps a non-square slice's aspect ratio (padding in the background
+    class), ``"stretch"`` stretches it. ``slice_split``: split slices instead of patients (only
+    for data sets of fewer than 3 patients; recorded as a warning, since a patient then appears
+    on both sides of the split).
+    """
 
     size: int = DEFAULT_SIZE
     seed: int = 0
@@ -81,6 +91,8 @@ class PrepareOptions:
     augment: aug.AugmentOptions = field(default_factory=aug.AugmentOptions)
     #: Augmentation processes; 0 = one per CPU core. Never changes the output, only its speed.
     workers: int = 0
+    resize: str = "pad"
+    slice_split: bool = False
 
     def resolved_workers(self) -> int:
         import os
@@ -92,7 +104,7 @@ class PrepareOptions:
             "size": self.size, "seed": self.seed, "train_factor": self.train_factor,
             "test_factor": self.test_factor, "keep_all_slices": self.keep_all_slices,
             "min_lesion_pixels": self.min_lesion_pixels, "split": list(self.split),
-            "augment": self.augment.to_dict(),
+            "augment": self.augment.to_dict(), "resize": self.resize, "slice_split": self.slice_split,
         }
 
     def validate(self) -> None:
@@ -102,6 +114,8 @@ class PrepareOptions:
             raise SynthbenchError("augmentation factors must be >= 0")
         if self.workers < 0:
             raise SynthbenchError(f"--workers must be >= 0 (0: one per core), got {self.workers}")
+        if self.resize not in pp.RESIZE_MODES:
+            raise SynthbenchError(f"--resize must be one of {', '.join(pp.RESIZE_MODES)}, got {self.resize!r}")
 
 
 def _progress_iter(items: Iterable, total: int, label: str, show: bool) -> Iterator:
@@ -125,27 +139,52 @@ class _Real:
     index: list[int] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     total_slices: int = 0
+    #: Source volumes (VolumeGeometry dicts, ``first`` global, plus slices, view shape, resize).
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    resized: set[tuple[int, int]] = field(default_factory=set)
+
+
+def _volume_records(p: PatientSlices, first: int, geometry: pp.ResizeGeometry) -> list[dict[str, Any]]:
+    """Where each source volume of ``p`` lies among all slices, and how its slices were resized."""
+    records = []
+    starts = [v.first for v in p.volumes] + [len(p.image)]
+    for v, stop in zip(p.volumes, starts[1:], strict=True):
+        records.append({**v.to_dict(), "first": first + v.first, "slices": stop - v.first,
+                        "view_shape": [stop - v.first, *p.image.shape[1:]], "resize": geometry.to_dict()})
+    return records
 
 
 def load_real(source: SliceSource, options: PrepareOptions, show_progress: bool = False) -> _Real:
-    """Read every patient, check and window intensities, resize, select slices (paper preprocessing)."""
+    """Read every patient, check and window intensities, resize, select slices (paper preprocessing).
+
+    Region ``"threshold"``: the lung class is derived from Hounsfield units before windowing
+    (:func:`synthbench.data.preprocess.threshold_lung`).
+    """
     spec = source.spec
+    out_spec = spec.with_threshold_lung()
+    derive_lung = out_spec is not spec
+    background = next((c.id for c in spec.classes if c.role == "background"), None)
     real = _Real()
     for p in _progress_iter(source.iter_patients(), source.patient_count(), "reading + preprocessing", show_progress):
         if p.image.shape != p.label.shape:
             raise SynthbenchError(f"image {p.image.shape} and label {p.label.shape} shapes differ", p.names[0] if p.names else p.patient)
-        pp.check_intensity(p.image, spec, p.names[0] if len(p.names) == 1 else f"{p.patient} ({p.names[0]} ...)")
+        pp.check_intensity(p.image, spec, p.names)
         if p.label.size and int(p.label.max()) >= spec.num_classes:
             bad = int(np.argmax(p.label.reshape(len(p.label), -1).max(axis=1) >= spec.num_classes))
             raise SynthbenchError(
                 f"label {int(p.label[bad].max())} outside the {spec.num_classes} declared classes "
                 f"({', '.join(spec.class_names)})", p.names[bad])
-        keep = np.ones(len(p.label), bool) if options.keep_all_slices else pp.has_lesion(p.label, spec, options.min_lesion_pixels)
+        label = pp.threshold_lung(p.image, p.label, spec, out_spec.num_classes - 1) if derive_lung else p.label
+        keep = np.ones(len(label), bool) if options.keep_all_slices else pp.has_lesion(label, spec, options.min_lesion_pixels)
         first = real.total_slices
-        real.total_slices += len(p.label)
+        real.total_slices += len(label)
+        geometry = pp.resize_geometry(p.image.shape[1:], options.size, options.resize)
+        real.volumes += _volume_records(p, first, geometry)
         if not keep.any():
             continue
-        image, label = pp.resize(pp.to_unit(p.image[keep], spec), p.label[keep], options.size)
+        image, label = pp.resize(pp.to_unit(p.image[keep], spec), label[keep], options.size, options.resize, background)
+        if p.image.shape[1] != p.image.shape[2]:
+            real.resized.add(tuple(p.image.shape[1:]))
         real.image.append(image.astype(np.float16))
         real.label.append(label)
         idx = np.nonzero(keep)[0]
@@ -156,6 +195,32 @@ def load_real(source: SliceSource, options: PrepareOptions, show_progress: bool 
         what = "slices" if options.keep_all_slices else "slices with a lesion class (use --keep-all-slices to keep every slice)"
         raise SynthbenchError(f"empty selection: no {what} among {real.total_slices} slices")
     return real
+
+
+def class_counts(labels: list[np.ndarray] | np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixels per class over label arrays."""
+    counts = np.zeros(num_classes, np.int64)
+    for lab in labels:
+        counts += np.bincount(np.asarray(lab).ravel(), minlength=num_classes)[:num_classes]
+    return counts
+
+
+def check_classes(spec: DatasetSpec, real: _Real, train_label: np.ndarray, options: PrepareOptions) -> list[str]:
+    """Every declared class must occur in the data (else an error naming it); a class missing from
+    the train split is a warning (returned, and recorded in the manifest)."""
+    counts = class_counts(real.label, spec.num_classes)
+    missing = [c.name for c in spec.classes if counts[c.id] == 0]
+    if missing:
+        where = "the data" if options.keep_all_slices else "the kept slices (slices with a lesion)"
+        raise SynthbenchError(
+            f"declared class{'es' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} never occur{'' if len(missing) > 1 else 's'} "
+            f"in {where}: check the masks (threshold, file pairing) or remove the class from the description")
+    train = class_counts([train_label], spec.num_classes)
+    absent = [c.name for c in spec.classes if train[c.id] == 0]
+    if absent:
+        return [f"class{'es' if len(absent) > 1 else ''} {', '.join(map(repr, absent))} never occur{'' if len(absent) > 1 else 's'} "
+                "in the train split: the methods are trained without it but tested on it"]
+    return []
 
 
 def _augment_slice(args: tuple) -> tuple[np.ndarray, np.ndarray]:
@@ -226,20 +291,33 @@ def prepare(
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise SynthbenchError("output directory already exists (use --overwrite to replace it)", out_dir)
+    warn: list[str] = []
+    check_patient_count(source.patient_count(), options, warn)
     real = load_real(source, options, show_progress)
+    spec = source.spec.with_threshold_lung()
     image = np.concatenate(real.image)
     label = np.concatenate(real.label)
+    units = real.patient
+    if options.slice_split:
+        units = [f"{p}#{i}" for p, i in zip(real.patient, real.index, strict=True)]
     counts: dict[str, int] = {}
-    for p in real.patient:
+    for p in units:
         counts[p] = counts.get(p, 0) + 1
     assignment = pp.split_patients(counts, options.seed, options.split)
-    patient_arr = np.asarray(real.patient)
+    unit_arr = np.asarray(units)
     splits: dict[str, SplitArrays] = {}
     for name in pp.SPLIT_NAMES:
-        sel = np.nonzero(np.isin(patient_arr, assignment[name]))[0]
+        sel = np.nonzero(np.isin(unit_arr, assignment[name]))[0]
         splits[name] = SplitArrays(
             image[sel], label[sel], [real.patient[i] for i in sel], [real.index[i] for i in sel], [0] * len(sel)
         )
+    warn += check_classes(spec, real, splits["train"].label, options)
+    if real.resized:
+        sizes = ", ".join(f"{w}x{h}" for h, w in sorted(real.resized))
+        how = "aspect ratio kept, padded with the background class" if options.resize == "pad" else "stretched to a square"
+        warn.append(f"non-square slices ({sizes} pixels) resized to {options.size}x{options.size} ({how})")
+    for message in warn:
+        warnings.warn(message, UserWarning, stacklevel=2)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging.", dir=out_dir.parent))
     try:
@@ -249,13 +327,30 @@ def prepare(
         source_info["slices_total"] = real.total_slices
         source_info["slices_kept"] = len(real.patient)
         source_info["patients_total"] = source.patient_count()
-        return write_prepared(out_dir, source.spec, splits, source_info, options.to_dict(), overwrite=overwrite)
+        source_info["region"] = {"region": spec.region, "label": spec.region_label}
+        source_info["warnings"] = warn
+        if real.volumes:
+            source_info["volumes"] = real.volumes
+        return write_prepared(out_dir, spec, splits, source_info, options.to_dict(), overwrite=overwrite)
     finally:
         for s in splits.values():
             if isinstance(s.image, np.memmap):
                 s.image._mmap.close()  # type: ignore[attr-defined]
                 s.label._mmap.close()  # type: ignore[attr-defined]
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_patient_count(n: int, options: PrepareOptions, warn: list[str]) -> None:
+    """Fewer patients than splits: refuse before reading any volume, unless a slice split is asked for."""
+    needed = sum(1 for v in options.split if v > 0)
+    if options.slice_split:
+        warn.append(f"slice-level split (--slice-split) of {n} patient{'s' if n != 1 else ''}: slices of one patient "
+                    "are in both train and test, so test scores are optimistic and not comparable with patient-level splits")
+        return
+    if n < needed:
+        raise SynthbenchError(
+            f"the source has {n} patient{'s' if n != 1 else ''}; a patient-level split into train, test and seg_test needs "
+            f"at least {needed} (add patients, or pass --slice-split to split slices, with a warning in the manifest)")
 
 
 def prepare_phantom(
@@ -278,9 +373,13 @@ def prepare_phantom(
 
 
 def resolve_source(
-    source: str, size: int, seed: int, config: str | Path | None = None, **phantom_kwargs: Any
+    source: str, size: int, seed: int, config: str | Path | None = None, effusion: str | None = None,
+    **phantom_kwargs: Any,
 ) -> SliceSource:
-    """``"phantom"``, a folder with a config (or ``config``), a MedSeg NIfTI folder, or a known layout."""
+    """``"phantom"``, a folder with a config (or ``config``), a MedSeg NIfTI folder, or a known layout.
+
+    ``effusion``: the MedSeg pleural-effusion rule (:data:`synthbench.data.medseg.EFFUSION_RULES`).
+    """
     if source == "phantom":
         return PhantomSource(size=size, seed=seed, **phantom_kwargs)
     from synthbench.data import folder, medseg
@@ -289,18 +388,22 @@ def resolve_source(
     if not path.exists():
         raise SynthbenchError("source not found (expected 'phantom' or a data folder)", path)
     if config is not None:
-        return folder.FolderSource(path, folder.load_config(config))
-    found = folder.find_config(path)
-    if found is not None:
-        return folder.FolderSource(path, folder.load_config(found))
-    if medseg.detect(path):
-        return medseg.MedSegSource(path)
-    builtin = folder.detect_builtin(path)
-    if builtin is not None:
-        return folder.FolderSource(path, builtin)
-    raise SynthbenchError(
-        "unknown data layout: not a MedSeg NIfTI folder, no synthbench-data.json/.toml config and no "
-        "known layout (pass --config FILE)", path)
+        src = folder.FolderSource(path, folder.load_config(config))
+    elif folder.find_config(path) is not None:
+        src = folder.FolderSource(path, folder.load_config(folder.find_config(path)))
+    elif medseg.detect(path):
+        return medseg.MedSegSource(path, effusion=effusion or "background")
+    elif (builtin := folder.detect_builtin(path)) is not None:
+        src = folder.FolderSource(path, builtin)
+    else:
+        raise SynthbenchError(
+            f"unknown data layout: not a MedSeg/Radiopaedia NIfTI folder ({medseg.IMAGE_DIR}/, {medseg.LUNG_DIR}/, "
+            f"{medseg.INFECTION_DIR}/), not the covid19-ct-lung-infection-256 layout (images/, lung_masks/, "
+            "infection_masks/), and no synthbench-data.json/.toml config (images, DICOM series or NIfTI with their "
+            "masks; pass --config FILE)", path)
+    if effusion is not None:
+        raise SynthbenchError("--effusion applies to MedSeg/Radiopaedia folders only", path)
+    return src
 
 
 Callback = Callable[[int], None]

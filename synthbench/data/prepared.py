@@ -176,7 +176,8 @@ class PreparedDataset:
         return SliceDataset(self.split(name))
 
     def lung_mask(self, label: torch.Tensor) -> torch.Tensor:
-        """``int64 [B, H, W]`` labels -> ``bool [B, 1, H, W]`` lung region (spec's lung+lesion classes)."""
+        """``int64 [B, H, W]`` labels -> ``bool [B, 1, H, W]`` completion region (``spec.region_ids``:
+        lung + lesions, lesions only or every class, as the data set declares its region)."""
         lut = torch.zeros(max(256, self.num_classes), dtype=torch.bool, device=label.device)
         lut[list(self.spec.lung_region_ids)] = True  # a table lookup: ~2x faster than torch.isin
         return lut[label.long()].unsqueeze(1)

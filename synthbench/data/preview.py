@@ -41,6 +41,8 @@ def summarize(ds: PreparedDataset) -> dict[str, Any]:
         "path": str(ds.root),
         "name": spec.name,
         "classes": spec.class_names,
+        "region": spec.region_label,
+        "warnings": list(ds.manifest.get("source", {}).get("warnings", [])),
         "intensity": spec.intensity,
         "size": ds.size,
         "content_hash": ds.content_hash,

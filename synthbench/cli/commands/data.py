@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import typer
@@ -19,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 @data_app.command("prepare")
 def prepare_cmd(
-    source: str = typer.Argument(..., help="'phantom', a MedSeg NIfTI folder, a folder with a config, or the shared real-slices folder."),
+    source: str = typer.Argument(..., help="'phantom', a MedSeg NIfTI folder (rp_im/, rp_lung_msk/, rp_msk/), a folder of images, NIfTI or DICOM series with a config, or the shared real-slices folder."),
     out: Path = typer.Option(..., "--out", help="Output directory of the prepared data set."),
     size: int = typer.Option(512, "--size", help="Slice size in pixels (paper: 512)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of every augmented sample."),
@@ -31,6 +32,9 @@ def prepare_cmd(
     slices_per_patient: int = typer.Option(None, "--slices-per-patient", help="Phantom only: slices per patient (default 92)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     workers: int = typer.Option(0, "--workers", help="Augmentation processes (0: one per core); the output is identical."),
+    effusion: str = typer.Option(None, "--effusion", help="MedSeg only: pleural effusion becomes 'background' (default), 'lung' or its own 'class'."),
+    resize: str = typer.Option("pad", "--resize", help="Non-square slices: 'pad' (keep the aspect ratio, pad with background) or 'stretch'."),
+    slice_split: bool = typer.Option(False, "--slice-split", help="Split slices, not patients (fewer than 3 patients only; recorded as a warning)."),
 ) -> None:
     """Preprocess, split and augment SOURCE into a prepared data set."""
     from synthbench.data.prepare import PrepareOptions, prepare, resolve_source
@@ -41,11 +45,15 @@ def prepare_cmd(
     kwargs = {k: v for k, v in (("patients", patients), ("slices_per_patient", slices_per_patient)) if v is not None}
     if out.exists() and not overwrite:
         raise SynthbenchError("output directory already exists (use --overwrite to replace it)", out)
-    src = resolve_source(source, size, seed, config=config, **kwargs)
+    src = resolve_source(source, size, seed, config=config, effusion=effusion, **kwargs)
     options = PrepareOptions(size=size, seed=seed, train_factor=train_factor, test_factor=test_factor,
-                             keep_all_slices=keep_all_slices, workers=workers)
+                             keep_all_slices=keep_all_slices, workers=workers, resize=resize, slice_split=slice_split)
     t0 = time.perf_counter()
-    digest = prepare(src, out, options, overwrite=overwrite, show_progress=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        digest = prepare(src, out, options, overwrite=overwrite, show_progress=True)
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/yellow] {w.message}")
     err_console.print(f"prepared {src.spec.name} in {time.perf_counter() - t0:.1f} s")
     console.print(f"{out}  content hash {digest}")
 
@@ -65,6 +73,9 @@ def info_cmd(
         return
     console.print(f"[bold]{summary['name']}[/bold]  {summary['size']}x{summary['size']}  intensity {summary['intensity']}  "
                   f"hash {summary['content_hash'][:16]}")
+    console.print(f"region: {summary['region']}")
+    for message in summary["warnings"]:
+        err_console.print(f"[yellow]warning:[/yellow] {message}")
     t1 = Table(title="slices before / after augmentation (Table I)")
     for col in ("split", "before", "after"):
         t1.add_column(col, justify="right" if col != "split" else "left")
