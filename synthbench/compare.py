@@ -134,7 +134,8 @@ def prepare_data(cfg: CompareConfig, image_size: int) -> PreparedDataset:
             raise SynthbenchError(f"holds a data set prepared with other settings ({recorded}); use another --out", target)
         return PreparedDataset(target)
     seed = int(opts.pop("seed", 0))
-    source = resolve_source(str(source_name), size=size, seed=seed, config=opts.pop("config", None), **phantom_kwargs)
+    source = resolve_source(str(source_name), size=size, seed=seed, config=opts.pop("config", None),
+                            effusion=opts.pop("effusion", None), **phantom_kwargs)
     atomic_write_json(request_file, request)  # first: the data folder itself appears atomically
     prepare(source, target, PrepareOptions(size=size, seed=seed, **opts), show_progress=cfg.show_progress)
     return PreparedDataset(target)
@@ -225,7 +226,10 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
         wall["data"] = time.perf_counter() - t0
         bar.advance(overall)
 
-        notes: list[str] = []
+        notes: list[str] = list(data.manifest.get("source", {}).get("warnings", []))
+        region = data.spec.region_key
+        if data.spec.region != "lung":
+            notes.append(f"Completion region: {data.spec.region_label}.")
         quality_folds = _fold_count(cfg.folds, len(data.split("test")), 2, "synthesis-test split", notes)
         seg_folds = _fold_count(cfg.folds, len(data.split("seg_test")), 1, "segmentation-test split", notes)
 
@@ -251,9 +255,9 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
             with warnings.catch_warnings(record=True) as caught:  # said once, in the report's notes
                 warnings.simplefilter("always")
                 frame = evaluate_folders(
-                    test_dir / "real", test_dir / "complete", mask_dir=test_dir / "mask",
+                    test_dir / "real", test_dir / "complete", mask_dir=test_dir / "mask" if region else None,
                     metrics=list(cfg.metrics) if cfg.metrics else None, device=device, folds=quality_folds,
-                    show_progress=cfg.show_progress,
+                    show_progress=cfg.show_progress, region=region or "lung",
                 )
             notes.extend(m for m in dict.fromkeys(str(w.message) for w in caught) if m not in notes)
             quality.append(frame.assign(method=spec.label, seed=seed))
@@ -298,11 +302,11 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
 
 def _fold_count(requested: int, n: int, per_fold: int, what: str, notes: list[str]) -> int:
     """The paper's 10 folds, or fewer when a small split cannot fill them (recorded in the notes)."""
-    k = min(requested, n // per_fold)
-    if k < 1:
-        raise SynthbenchError(f"the {what} has {n} images; at least {per_fold} are needed (prepare more slices)")
-    if k < requested:
-        notes.append(f"The {what} has {n} images: results use {k} folds instead of {requested}.")
+    from synthbench.stats import fold_count
+
+    k, note = fold_count(requested, n, per_fold, what)
+    if note:
+        notes.append(note)
     return k
 
 

@@ -22,6 +22,9 @@ API
     give ``p = 1``.
 ``summarize(values, confidence=0.95) -> dict``
     ``{"mean", "ci95", "std", "n", "values"}``, what results tables store.
+``fold_count(requested, n, per_fold, what) -> (k, note)``
+    The requested number of folds, or fewer when ``n`` images cannot give every fold
+    ``per_fold`` images (FID needs 2); ``note`` says so (``None`` when nothing was reduced).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from scipy import stats as _st
 
 from synthbench.errors import SynthbenchError
 
-__all__ = ["folds", "mean_ci", "paired_test", "summarize"]
+__all__ = ["fold_count", "folds", "mean_ci", "paired_test", "summarize"]
 
 
 def folds(n: int, k: int = 10, seed: int | None = None) -> list[np.ndarray]:
@@ -98,3 +101,16 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> dict:
         "n": int(x.size),
         "values": [float(v) for v in x],
     }
+
+
+def fold_count(requested: int, n: int, per_fold: int = 1, what: str = "test set") -> tuple[int, str | None]:
+    """The paper's 10 folds (``requested``), or fewer when a small set cannot fill them."""
+    if requested < 1:
+        raise SynthbenchError(f"number of folds must be >= 1, got {requested}")
+    k = min(requested, n // per_fold)
+    if k < 1:
+        raise SynthbenchError(
+            f"the {what} has {n} image{'s' if n != 1 else ''}: not even 1 of the {requested} requested folds can be "
+            f"formed (each fold needs at least {per_fold} image{'s' if per_fold != 1 else ''})")
+    note = f"The {what} has {n} images: results use {k} folds instead of {requested}." if k < requested else None
+    return k, note

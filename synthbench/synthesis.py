@@ -5,19 +5,28 @@ split (or ``augment`` augmented label maps per slice: the paper's test-time inpu
 data pipeline's own transforms, :mod:`synthbench.data.augment`, the real slice transformed
 jointly so that completion still has a real counterpart) to the run's generator and writes::
 
-    OUT/synthesis.json          run, method, split, augment, count, style mode, data hash, size, spec
+    OUT/synthesis.json          run, method, split, augment, count, style mode, data hash, size, spec,
+                                region (which pixels completion pastes), nifti (what was written)
     OUT/label/NNNNN.png         label map (class ids)
-    OUT/mask/NNNNN.png          lung region (0/255)
+    OUT/mask/NNNNN.png          completion region (0/255): the data set's region (spec.region)
     OUT/real/NNNNN.png          real slice
     OUT/fake/NNNNN.png          raw synthetic slice
-    OUT/complete/NNNNN.png      completion: synthetic lung region pasted into the real slice
-    OUT/lung_real/NNNNN.png     lung-only real (composite.lung_only)
-    OUT/lung_fake/NNNNN.png     lung-only synthetic
-    OUT/nifti/<view>.nii.gz     when the data set came from NIfTI: each view above (label, mask,
-                                real, fake, complete, lung_real, lung_fake) as one volume,
-                                H x W x N in the synthesis order, intensities in [-1, 1]
-                                (labels and mask as uint8), identity affine (slices are samples,
-                                not a contiguous scan)
+    OUT/complete/NNNNN.png      completion: synthetic region pasted into the real slice
+    OUT/<R>_real/NNNNN.png      region-only real (composite.lung_only); R = "lung" or "lesion",
+    OUT/<R>_fake/NNNNN.png      region-only synthetic  named by the region the data set declares
+    OUT/nifti/<view>/<volume>.nii.gz
+                                when the data came from 3-D volumes (NIfTI, DICOM) and augment = 0:
+                                each view above as one volume per source volume, a CT again:
+                                intensities in HU (the inverse of the window; values outside the
+                                window were clipped, the header description says so), the source
+                                file's axis order, orientation and affine (voxel size scaled by
+                                the prepare resize), each synthesized slice at its source z;
+                                slices that were not synthesized hold ``fill_value`` (1000 below
+                                the window, never a synthesized value); labels in the source's
+                                coding where it has one (``spec.extra.label_coding``), the mask 0/1
+
+With region "whole" (no lung or lesion region) completion pastes the whole slice: there is no
+mask and no region-only view, and evaluation reports complete images only.
 
 Images are 8-bit gray with ``round((x + 1) * 127.5)``. Completion and lung-only views come from
 :mod:`synthbench.composite` (the one definition). ``style``: every method receives the real
@@ -45,6 +54,16 @@ from synthbench.io import atomic_directory, atomic_write_json
 from synthbench.synthesizer import one_hot
 
 FOLDERS = ("label", "mask", "real", "fake", "complete", "lung_real", "lung_fake")
+#: Below the window by this much: the value of volume slices that were not synthesized.
+FILL_BELOW_WINDOW = 1000.0
+
+
+def view_folders(spec) -> tuple[str, ...]:
+    """The synthesis folders of a data set's region (module docstring)."""
+    key = spec.region_key
+    if key is None:
+        return ("label", "real", "fake", "complete")
+    return ("label", "mask", "real", "fake", "complete", f"{key}_real", f"{key}_fake")
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -119,11 +138,14 @@ def synthesize(
     dev = torch.device(device)
     from synthbench.cli.console import progress
 
-    nifti = ds.manifest.get("source", {}).get("format") == "nifti"
+    folders = view_folders(ds.spec)
+    key = ds.spec.region_key
+    source_volumes = ds.manifest.get("source", {}).get("volumes") or []
+    nifti = bool(source_volumes) and augment == 0
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        for folder in FOLDERS:
+        for folder in folders:
             (tmp / folder).mkdir()
-        volumes = _staged_volumes(tmp / ".staging", n, ds.size) if nifti else {}
+        volumes = _staged_volumes(tmp / ".staging", n, ds.size, folders) if nifti else {}
         with progress() as bar:
             task = bar.add_task(f"synthesizing {split}", total=n) if show_progress else None
             for start in range(0, n, batch_size):
@@ -131,26 +153,31 @@ def synthesize(
                 real = torch.from_numpy(images[start:start + batch_size]).unsqueeze(1).to(dev)
                 lung = ds.lung_mask(label)
                 fake = synth.generate(one_hot(label, ds.num_classes), style=real).float().clamp(-1, 1)
-                views = {
-                    "fake": fake, "real": real, "complete": complete(fake, real, lung),
-                    "lung_real": lung_only(real, lung), "lung_fake": lung_only(fake, lung),
-                }
-                arrays = {key: tensor[:, 0].cpu().numpy() for key, tensor in views.items()}
+                views = {"fake": fake, "real": real, "complete": complete(fake, real, lung)}
+                if key is not None:
+                    views[f"{key}_real"] = lung_only(real, lung)
+                    views[f"{key}_fake"] = lung_only(fake, lung)
+                arrays = {name: tensor[:, 0].cpu().numpy() for name, tensor in views.items()}
                 arrays["label"] = label.cpu().numpy().astype(np.uint8)
                 arrays["mask"] = lung[:, 0].cpu().numpy().astype(np.uint8)
                 for j in range(label.shape[0]):
                     name = f"{start + j:05d}.png"
                     _save(arrays["label"][j], tmp / "label" / name)
-                    _save(arrays["mask"][j] * 255, tmp / "mask" / name)
-                    for key in views:
-                        _save(to_uint8(arrays[key][j]), tmp / key / name)
-                for key, volume in volumes.items():
-                    volume[start:start + label.shape[0]] = arrays[key]
+                    if key is not None:
+                        _save(arrays["mask"][j] * 255, tmp / "mask" / name)
+                    for view in views:
+                        _save(to_uint8(arrays[view][j]), tmp / view / name)
+                for view, volume in volumes.items():
+                    volume[start:start + label.shape[0]] = arrays[view]
                 if task is not None:
                     bar.update(task, advance=label.shape[0])
         if nifti:
-            _save_volumes(volumes, tmp / "nifti")
+            nifti_record = _save_volumes(volumes, tmp / "nifti", ds, entries)
             shutil.rmtree(tmp / ".staging")
+        else:
+            nifti_record = {"written": False, "reason": (
+                "augmented samples are not slices of a source volume" if source_volumes
+                else "the data set did not come from 3-D volumes")}
         record = {
             "run": str(Path(run_dir).resolve()) if run_dir is not None else None,
             "method": synth.name,
@@ -161,6 +188,8 @@ def synthesize(
             "augment_source": "synthbench.data.augment (prepare seed, '<split>_aug' seeds)" if augment else None,
             "count": n,
             "nifti": nifti,
+            "nifti_volumes": nifti_record,
+            "region": {"region": ds.spec.region, "key": key, "label": ds.spec.region_label},
             "style_mode": style_mode(synth),
             "data_dir": str(Path(data_dir).resolve()),
             "data_hash": ds.content_hash,
@@ -172,24 +201,62 @@ def synthesize(
     return record
 
 
-def _staged_volumes(folder: Path, n: int, size: int) -> dict[str, np.ndarray]:
+def _staged_volumes(folder: Path, n: int, size: int, views: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Memory-mapped ``[N, H, W]`` arrays, one per view, filled batch by batch (no RAM growth)."""
     folder.mkdir()
     return {
         view: np.lib.format.open_memmap(folder / f"{view}.npy", mode="w+", shape=(n, size, size),
                                         dtype=np.uint8 if view in ("label", "mask") else np.float32)
-        for view in FOLDERS
+        for view in views
     }
 
 
-def _save_volumes(volumes: dict[str, np.ndarray], folder: Path) -> None:
-    """Each view as one H x W x N NIfTI volume (float32 images, uint8 labels and mask)."""
+def _save_volumes(volumes: dict[str, np.ndarray], folder: Path, ds: PreparedDataset,
+                  entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each view as one NIfTI volume per source volume (module docstring); returns the record."""
     import nibabel as nib
 
-    folder.mkdir()
-    for view, stack in volumes.items():
-        stack.flush()
-        nib.save(nib.Nifti1Image(np.transpose(stack, (1, 2, 0)), np.eye(4)), str(folder / f"{view}.nii.gz"))
+    from synthbench.data.volume import VolumeGeometry, nifti_stem, view_to_image
+
+    spec = ds.spec
+    lo, hi = spec.hu_window if spec.intensity == "hu" else spec.value_range
+    unit = "HU" if spec.intensity == "hu" else "source units"
+    fill = float(lo) - FILL_BELOW_WINDOW
+    coding = spec.extra.get("label_coding")
+    lut = np.asarray(coding if coding is not None else range(spec.num_classes), dtype=np.int16)
+    label_dtype = np.uint8 if lut.min() >= 0 and lut.max() < 256 else np.int16
+    source_index = np.asarray([e["source_index"] for e in entries], dtype=np.int64)
+    written = []
+    for view in volumes.values():
+        view.flush()
+    for record in ds.manifest["source"]["volumes"]:
+        first, count = int(record["first"]), int(record["slices"])
+        samples = np.nonzero((source_index >= first) & (source_index < first + count))[0]
+        if samples.size == 0:
+            continue
+        geometry = VolumeGeometry.from_dict(record)
+        z = source_index[samples] - first
+        name = nifti_stem(Path(geometry.name)) or f"volume{len(written)}"
+        for view, stack in volumes.items():
+            if view in ("label", "mask"):
+                data = np.zeros((count, ds.size, ds.size), label_dtype)
+                data[z] = lut[stack[samples]] if view == "label" else stack[samples]
+                what = "label coding in synthesis.json" if view == "label" else "completion region 0/1"
+                description = f"synthbench {view}: {what}"
+            else:
+                data = np.full((count, ds.size, ds.size), fill, np.float32)
+                data[z] = lo + (np.asarray(stack[samples], np.float32) + 1.0) * 0.5 * (hi - lo)
+                description = f"synthbench {view} {unit} window {lo:g}..{hi:g} clipped; {fill:g}=not synthesized"
+            img = view_to_image(data, geometry, record.get("resize"), description)
+            (folder / view).mkdir(parents=True, exist_ok=True)
+            nib.save(img, str(folder / view / f"{name}.nii.gz"))
+        written.append({"volume": name, "source": geometry.name, "slices": sorted(int(v) for v in z)})
+    return {
+        "written": True, "layout": "nifti/<view>/<volume>.nii.gz", "volumes": written,
+        "intensity": unit, "window": [float(lo), float(hi)], "clipped": "values outside the window were clipped",
+        "fill_value": fill, "label_coding": list(lut.tolist()),
+        "label_coding_note": spec.extra.get("label_coding_note", "class ids"),
+    }
 
 
 @torch.no_grad()

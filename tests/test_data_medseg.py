@@ -101,7 +101,8 @@ def test_corrupt_nifti_and_mismatch(medseg_dir, tmp_path):
 
 
 def test_synthesis_from_nifti_source_writes_nifti_volumes(medseg_dir, tmp_path):
-    """Data that came from NIfTI gets NIfTI output beside the PNGs (synthbench.synthesis)."""
+    """Data that came from NIfTI gets NIfTI output beside the PNGs: one volume per source volume
+    and view, in HU, on the source grid (tests/test_realdata_nifti_out.py checks the geometry)."""
     from PIL import Image
 
     from synthbench.engine import train
@@ -112,11 +113,15 @@ def test_synthesis_from_nifti_source_writes_nifti_volumes(medseg_dir, tmp_path):
                 show_progress=False)
     record = synthesize(run.run_dir, tmp_path / "p", tmp_path / "syn", split="test", show_progress=False)
     assert record["nifti"] is True
-    n = record["count"]
-    complete = nib.load(str(tmp_path / "syn" / "nifti" / "complete.nii.gz")).get_fdata()
-    label = np.asarray(nib.load(str(tmp_path / "syn" / "nifti" / "label.nii.gz")).dataobj)
-    assert complete.shape == (32, 32, n) and label.dtype == np.uint8
+    (volume,) = record["nifti_volumes"]["volumes"]  # the one test patient
+    z = volume["slices"][0]
+    complete = nib.load(str(tmp_path / "syn" / "nifti" / "complete" / f"{volume['volume']}.nii.gz"))
+    label = nib.load(str(tmp_path / "syn" / "nifti" / "label" / f"{volume['volume']}.nii.gz"))
+    assert complete.shape[2] == Z and np.asarray(label.dataobj).dtype == np.uint8
     png = np.asarray(Image.open(tmp_path / "syn" / "complete" / "00000.png"), dtype=np.float64)
-    np.testing.assert_allclose(np.round((complete[:, :, 0] + 1) * 127.5), png, atol=1)
-    np.testing.assert_array_equal(label[:, :, 0], np.asarray(Image.open(tmp_path / "syn" / "label" / "00000.png")))
+    hu = np.asarray(complete.dataobj)[:, :, z]
+    assert hu.min() >= -600 - 1e-3 and hu.max() <= 1500 + 1e-3  # HU within the window, not [-1, 1]
+    # eye affine: stored = RAS, so voxel (x, y) is view pixel (row 31 - y, column 31 - x)
+    view = np.transpose(hu[::-1, ::-1], (1, 0))
+    np.testing.assert_allclose((view + 600) / 2100 * 255, png, atol=0.51)
     assert not (tmp_path / "syn" / ".staging").exists()

@@ -7,8 +7,8 @@ set. The two settings are built with :mod:`synthbench.composite`, the single def
 * ``complete``: ``real`` vs ``composite.complete(fake, real, mask)``; without a mask the fake
   images are used as given (they must already be complete images). ``complete()`` is
   idempotent, so an already-completed fake folder gives the same result.
-* ``lung``: ``composite.lung_only(real, mask)`` vs ``composite.lung_only(fake, mask)`` (needs a
-  mask folder).
+* ``lung`` (or ``lesion``, named by ``region``: the region the mask marks):
+  ``composite.lung_only(real, mask)`` vs ``composite.lung_only(fake, mask)`` (needs a mask folder).
 
 Images are 8-bit gray PNGs (``[-1, 1] <-> 0..255``), matched by file name; mask PNGs mark the
 lung region with non-zero pixels. Images stream through in batches: only one 2048-d feature per
@@ -42,7 +42,9 @@ from synthbench.metrics.distribution import InceptionMetric
 from synthbench.stats import folds as make_folds
 from synthbench.stats import mean_ci
 
-SETTINGS = ("complete", "lung")
+#: Region-only settings, named by the region the mask marks (the data set's ``spec.region_key``).
+REGION_SETTINGS = ("lung", "lesion")
+SETTINGS = ("complete", *REGION_SETTINGS)
 DEFAULT_METRICS = ("fid", "kid", "psnr", "ssim", "rmse")
 COLUMNS = ["setting", "metric", "value", "ci95", "all_images", "n", "folds", "fold_values", "higher_is_better"]
 
@@ -146,7 +148,7 @@ def setting_images(setting: str, real: torch.Tensor, fake: torch.Tensor, mask: t
     """The (real, synthetic) pair a metric sees in ``setting`` (module docstring)."""
     if setting == "complete":
         return real, (composite.complete(fake, real, mask) if mask is not None else fake)
-    if setting == "lung":
+    if setting in REGION_SETTINGS:
         return composite.lung_only(real, mask), composite.lung_only(fake, mask)
     raise SynthbenchError(f"unknown setting {setting!r}; use one of {', '.join(SETTINGS)}")
 
@@ -172,6 +174,7 @@ def evaluate_folders(
     settings: Sequence[str] | None = None,
     options: dict[str, dict[str, Any]] | None = None,
     show_progress: bool = True,
+    region: str = "lung",
 ) -> pd.DataFrame:
     """Every metric on complete (and, with a mask, lung-only) images; tidy rows (module docstring).
 
@@ -185,9 +188,11 @@ def evaluate_folders(
     if batch_size < 1:
         raise SynthbenchError(f"batch size must be >= 1, got {batch_size}")
     pair = match_folders(real_dir, fake_dir, mask_dir)
-    chosen = list(settings or (SETTINGS if pair.mask_dir else ("complete",)))
-    if "lung" in chosen and pair.mask_dir is None:
-        raise SynthbenchError("lung-only metrics need a mask folder (--mask)")
+    if region not in REGION_SETTINGS:
+        raise SynthbenchError(f"region must be one of {', '.join(REGION_SETTINGS)}, got {region!r}")
+    chosen = list(settings or (("complete", region) if pair.mask_dir else ("complete",)))
+    if set(chosen) & set(REGION_SETTINGS) and pair.mask_dir is None:
+        raise SynthbenchError(f"{region}-only metrics need a mask folder (--mask)")
     fold_idx = make_folds(len(pair), folds, seed=fold_seed)
     options = options or {}
     per_setting = {s: _build_metrics(names, device, options) for s in chosen}
@@ -214,7 +219,7 @@ def evaluate_folders(
                         if isinstance(m, InceptionMetric):
                             m.update_features(fr, ff)
                         else:
-                            m.update(r, f, mask if setting == "lung" else None)
+                            m.update(r, f, mask if setting in REGION_SETTINGS else None)
                 bar.advance(task, len(real))
         rows, conventions = [], {}
         for setting, ms in per_setting.items():
@@ -254,6 +259,7 @@ def evaluate_folders(
         "folds": len(fold_idx),
         "fold_rule": "contiguous in file-name order" if fold_seed is None else f"shuffled, seed {fold_seed}",
         "settings": chosen,
+        "region": region if pair.mask_dir else None,
         "device": str(device),
     }
     return df

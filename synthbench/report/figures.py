@@ -45,6 +45,7 @@ BOX_COLOUR = (255, 214, 0)
 GRID_KINDS = {
     "complete": ("real", "complete", "Complete images (like the paper's Fig. 6)"),
     "lung": ("lung_real", "lung_fake", "Lung-only images (like the paper's Fig. 7)"),
+    "lesion": ("lesion_real", "lesion_fake", "Lesion-only images (no lung mask: the region is the lesions)"),
 }
 
 

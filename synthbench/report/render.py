@@ -82,7 +82,7 @@ def render_report(
         iq = image_quality_table(results)
         downstream = downstream_tables(results)
         bar.advance(task)
-        grids = [g for g in (image_grid(results, kind, n_samples) for kind in ("complete", "lung")) if g is not None]
+        grids = [g for g in (image_grid(results, kind, n_samples) for kind in ("complete", "lung", "lesion")) if g is not None]
         for g in grids:
             figures.append((g.title, f"figures/grid_{g.kind}.png", g.png))
         bar.advance(task)

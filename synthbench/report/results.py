@@ -33,7 +33,8 @@ IMAGE_QUALITY_COLUMNS = ("method", "seed", "setting", "metric", "value", "ci95",
 DOWNSTREAM_COLUMNS = (
     "experiment", "method", "seed", "ratio", "n_real", "n_synthetic", "class", "metric", "mean", "ci95", "folds",
 )
-SETTINGS = ("complete", "lung")
+#: "lung" or "lesion": the region-only setting is named by the data set's region (spec.region_key).
+SETTINGS = ("complete", "lung", "lesion")
 #: Table II column order; KID is measured here in addition to the paper's four.
 METRICS = ("FID", "PSNR", "SSIM", "RMSE", "KID")
 EXPERIMENTS = ("replace", "add")
