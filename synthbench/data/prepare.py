@@ -321,8 +321,9 @@ def prepare(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging.", dir=out_dir.parent))
     try:
-        splits["train_aug"] = _augment_split("train_aug", splits["train"], options.train_factor, options, staging, show_progress)
-        splits["test_aug"] = _augment_split("test_aug", splits["test"], options.test_factor, options, staging, show_progress)
+        for name, real_split, factor in (("train_aug", "train", options.train_factor), ("test_aug", "test", options.test_factor)):
+            if factor > 0:  # factor 0: no augmented split (methods then train on the real one)
+                splits[name] = _augment_split(name, splits[real_split], factor, options, staging, show_progress)
         source_info = dict(source.describe())
         source_info["slices_total"] = real.total_slices
         source_info["slices_kept"] = len(real.patient)
