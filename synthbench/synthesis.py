@@ -140,7 +140,8 @@ def synthesize(
 
     folders = view_folders(ds.spec)
     key = ds.spec.region_key
-    source_volumes = ds.manifest.get("source", {}).get("volumes") or []
+    # volume geometry records (a data set prepared before they were recorded has none)
+    source_volumes = [v for v in ds.manifest.get("source", {}).get("volumes") or [] if isinstance(v, dict) and "affine" in v]
     nifti = bool(source_volumes) and augment == 0
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         for folder in folders:
@@ -172,12 +173,12 @@ def synthesize(
                 if task is not None:
                     bar.update(task, advance=label.shape[0])
         if nifti:
-            nifti_record = _save_volumes(volumes, tmp / "nifti", ds, entries)
+            nifti_record = _save_volumes(volumes, tmp / "nifti", ds, entries, source_volumes)
             shutil.rmtree(tmp / ".staging")
         else:
             nifti_record = {"written": False, "reason": (
                 "augmented samples are not slices of a source volume" if source_volumes
-                else "the data set did not come from 3-D volumes")}
+                else "the data set did not come from 3-D volumes (or was prepared before their geometry was recorded)")}
         record = {
             "run": str(Path(run_dir).resolve()) if run_dir is not None else None,
             "method": synth.name,
@@ -212,7 +213,7 @@ def _staged_volumes(folder: Path, n: int, size: int, views: tuple[str, ...]) -> 
 
 
 def _save_volumes(volumes: dict[str, np.ndarray], folder: Path, ds: PreparedDataset,
-                  entries: list[dict[str, Any]]) -> dict[str, Any]:
+                  entries: list[dict[str, Any]], source_volumes: list[dict[str, Any]]) -> dict[str, Any]:
     """Each view as one NIfTI volume per source volume (module docstring); returns the record."""
     import nibabel as nib
 
@@ -229,7 +230,7 @@ def _save_volumes(volumes: dict[str, np.ndarray], folder: Path, ds: PreparedData
     written = []
     for view in volumes.values():
         view.flush()
-    for record in ds.manifest["source"]["volumes"]:
+    for record in source_volumes:
         first, count = int(record["first"]), int(record["slices"])
         samples = np.nonzero((source_index >= first) & (source_index < first + count))[0]
         if samples.size == 0:

@@ -129,7 +129,8 @@ def tiny_spec(num_classes: int):
     else:
         roles = [("background", "background"), ("lung", "lung"), ("ground_glass", "lesion"), ("consolidation", "lesion")]
         roles += [(f"tissue_{k}", "other") for k in range(num_classes - 4)]
-    return DatasetSpec(name=f"conformance-{num_classes}", classes=make_classes(roles), intensity="hu")
+    region = "lesion" if num_classes == 2 else "lung"  # two classes: no lung mask, the region is the lesion
+    return DatasetSpec(name=f"conformance-{num_classes}", classes=make_classes(roles), intensity="hu", region=region)
 
 
 @lru_cache(maxsize=16)

@@ -107,7 +107,7 @@ class MedSegSource:
         raise SynthbenchError(f"missing file: no {folder}/{stem}.nii[.gz] for volume {image.name}", self.root / folder)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "medseg", "format": "nifti", "path": str(self.root), "volumes": [v[0] for v in self.volumes],
+        return {"kind": "medseg", "format": "nifti", "path": str(self.root), "volume_names": [v[0] for v in self.volumes],
                 "effusion": self.effusion}
 
     def patient_count(self) -> int:
