@@ -165,3 +165,30 @@ def test_compare_report_names_the_region_and_shows_manifest_warnings(tmp_path):
     assert set(outcome.results.image_quality["setting"]) == {"complete", "lesion"}
     html = (outcome.report_dir / "report.html").read_text()
     assert "slice-level split" in html and "Lesion-only images" in html
+
+
+def test_threshold_region_derives_the_lung_class_at_prepare(tmp_path):
+    import nibabel as nib
+
+    root = tmp_path / "src"
+    (root / "ct").mkdir(parents=True)
+    (root / "seg").mkdir()
+    for p in range(3):
+        ct = np.full((32, 32, 4), -1000.0, np.float32)
+        ct[3:29, 4:28] = 40.0
+        ct[6:14, 8:24] = -850.0
+        ct[18:26, 8:24] = -850.0
+        seg = np.zeros(ct.shape, np.uint8)
+        seg[8:11, 10:13] = 1  # ground-glass inside the right lung
+        ct[8:11, 10:13] = -450.0
+        nib.save(nib.Nifti1Image(ct, np.eye(4)), str(root / "ct" / f"{p}.nii.gz"))
+        nib.save(nib.Nifti1Image(seg, np.eye(4)), str(root / "seg" / f"{p}.nii.gz"))
+    (root / "synthbench-data.json").write_text(json.dumps({
+        "intensity": "hu", "images": "ct", "labels": "seg", "region": "threshold",
+        "classes": [["background", "background"], ["ground_glass", "lesion"]]}))
+    prepare(resolve_source(str(root), 32, 0), tmp_path / "p", PrepareOptions(size=32, train_factor=0, test_factor=0))
+    ds = PreparedDataset(tmp_path / "p")
+    assert ds.spec.class_names == ["background", "ground_glass", "lung"] and ds.spec.region == "threshold"
+    label = np.asarray(ds.split("train").label[0])
+    assert (label == 2).sum() == 2 * 8 * 16 - 9 and (label == 1).sum() == 9  # both lungs, lesion kept
+    assert "HU" in ds.manifest["source"]["region"]["label"]

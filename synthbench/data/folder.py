@@ -227,8 +227,8 @@ def _gray(rgb: np.ndarray, path: Path, what: str) -> np.ndarray:
     diff = int(np.abs(channels - channels[..., :1]).max()) if channels.size else 0
     tolerance = JPEG_GRAY_TOLERANCE if _suffix(path) in JPEG_SUFFIXES and what == "image" else 0
     if diff > tolerance:
-        raise SynthbenchError(
-            f"colour {what} (RGB channels differ by up to {diff}): expected a gray image; convert it to gray first", path)
+        expected = "a gray image; convert it to gray first" if what == "image" else "class values (gray or palette PNG)"
+        raise SynthbenchError(f"colour {what} (RGB channels differ by up to {diff}): expected {expected}", path)
     return channels.mean(axis=-1) if tolerance else channels[..., 0]
 
 
@@ -352,7 +352,7 @@ class FolderSource:
     def patient_count(self) -> int:
         return len(self.groups)
 
-    def _partner(self, folder: str, stem: str, name: str) -> Path:
+    def _partner(self, folder: str, stem: str, name: str, of: str = "image") -> Path:
         d = self.root / folder
         exact = d / name
         if exact.is_file():
@@ -361,14 +361,14 @@ class FolderSource:
             for p in sorted(d.iterdir()):
                 if _stem(p) == stem and p.name.lower().endswith(IMAGE_SUFFIXES):
                     return p
-        raise SynthbenchError(f"missing file: no mask for image {name}", d / name)
+        raise SynthbenchError(f"missing file: no mask for {of} {name if of == 'image' else stem}", d / name)
 
     def _read_partner(self, folder: str, image: Path | str, grid: Any, what: str) -> tuple[np.ndarray, Path]:
         """A label/mask file of an image file (by stem) or of a DICOM patient (``image`` its name)."""
         if isinstance(image, Path):
             path = self._partner(folder, _stem(image), image.name)
         else:
-            path = self._partner(folder, image, f"{image}.nii.gz")
+            path = self._partner(folder, image, f"{image}.nii.gz", of="patient")
         if grid is not None:
             if not is_nifti(path):
                 raise SynthbenchError("a volume's mask must be a NIfTI file in the volume's voxel grid", path)
