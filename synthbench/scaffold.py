@@ -135,6 +135,7 @@ synthbench data prepare phantom --out data/phantom32 --size 32 --patients 7 \\
 synthbench train ${name} --data data/phantom32 --protocol smoke --out runs/${name}-smoke
 synthbench compare --methods ${name},pix2pix --protocol smoke --data data/phantom32 \\
     --experiments "" --out comparison-${name}
+python -m pip install pytest          # once, if the environment has no pytest
 pytest                                # the synthbench conformance kit on ${cls}
 ```
 
