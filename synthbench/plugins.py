@@ -377,8 +377,9 @@ class Registry:
         failed = [r for r in self.records.values() if r.error and r.name == name]
         if failed:
             return f" (plugin {name!r} failed to load: {failed[0].error})"
-        suspicious = [r for r in self.records.values()
-                      if r.warnings and not any(r.registered[k] for k in REGISTER_HOOKS.values())]
+        suspicious = [r for r in self.records.values()  # e.g. plugin 'mygan' with a misspelt hook
+                      if r.warnings and not any(r.registered[k] for k in REGISTER_HOOKS.values())
+                      and (name.startswith(r.name) or difflib.get_close_matches(name, [r.name], cutoff=0.6))]
         if suspicious:
             r = suspicious[0]
             return f" (plugin {r.key!r} registers nothing: {r.warnings[0]})"

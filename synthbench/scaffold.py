@@ -34,7 +34,8 @@ def validate_name(name: str, check_registry: bool = True) -> str:
     if check_registry:
         from synthbench.plugins import get_registry
 
-        if name in get_registry().synthesizers:
+        registry = get_registry()
+        if name in registry.synthesizers or name in registry.conflicts["synthesizers"]:
             raise SynthbenchError(f"a synthesizer named {name!r} is already installed; choose another name")
     return name
 
