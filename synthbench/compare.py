@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from rich.markup import escape
 
 from synthbench.cli.console import err_console, progress
 from synthbench.data.prepared import PreparedDataset
@@ -269,8 +270,8 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
                     )
             except Exception as exc:  # noqa: BLE001 - a plugin may raise anything; KeyboardInterrupt still stops
                 reason = _one_line(exc)
-                err_console.print(f"[red]{spec.label} (seed {seed}) FAILED at {current}:[/red] {reason}",
-                                  soft_wrap=True, markup=True, highlight=False)
+                err_console.print(f"[red]{escape(spec.label)} (seed {seed}) FAILED at {current}:[/red] {escape(reason)}",
+                                  soft_wrap=True, highlight=False)
                 _debug_trace()
                 runs.append(MethodRun(spec.label, seed, run_dir=run_dir, wall_times=times, error=reason,
                                       failed_step=current, plugin=provenance))
