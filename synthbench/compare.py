@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from rich.markup import escape
 
 from synthbench.cli.console import err_console, progress
 from synthbench.data.prepared import PreparedDataset
@@ -101,6 +104,8 @@ class ComparisonOutcome:
     report_dir: Path
     wall_time_s: float
     results: Any
+    #: Runs (``MethodRun`` with ``error``) of methods that failed; the CLI then exits with 1.
+    failures: list[Any] = field(default_factory=list)
 
 
 def _hash(obj: Any) -> str:
@@ -197,6 +202,7 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
     from synthbench.downstream.train import UNetProtocol
     from synthbench.metrics.evaluate import evaluate_folders
     from synthbench.report import ComparisonResults, MethodRun, render_report
+    from synthbench.report.results import IMAGE_QUALITY_COLUMNS
 
     started = time.perf_counter()
     if cfg.seeds < 1:
@@ -235,47 +241,68 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
 
         for spec, seed in jobs:
             times: dict[str, float] = {}
-            step(f"training {spec.label} (seed {seed})")
-            t0 = time.perf_counter()
-            run_dir = train_method(cfg, spec, seed, data, device)
-            times["train"] = time.perf_counter() - t0
-            bar.advance(overall)
+            provenance = get_registry().provenance("synthesizers", spec.name)
+            run_dir, current, done = None, "train", 0
+            try:  # one failing method is reported and skipped; the others finish (exit 1 at the end)
+                step(f"training {spec.label} (seed {seed})")
+                t0 = time.perf_counter()
+                run_dir = train_method(cfg, spec, seed, data, device)
+                times["train"] = time.perf_counter() - t0
+                bar.advance(overall)
+                done += 1
 
-            step(f"synthesizing {spec.label} (seed {seed})")
-            t0 = time.perf_counter()
-            synth_root = run_dir / "synthesis"
-            test_dir = synthesize_run(run_dir, data, "test", synth_root / "test", device, cfg.show_progress)
-            aug_split = "test_aug" if data.has_split("test_aug") and len(data.split("test_aug")) else "test"
-            aug_dir = synthesize_run(run_dir, data, aug_split, synth_root / aug_split, device, cfg.show_progress)
-            times["synthesize"] = time.perf_counter() - t0
-            bar.advance(overall)
+                current = "synthesize"
+                step(f"synthesizing {spec.label} (seed {seed})")
+                t0 = time.perf_counter()
+                synth_root = run_dir / "synthesis"
+                test_dir = synthesize_run(run_dir, data, "test", synth_root / "test", device, cfg.show_progress)
+                aug_split = "test_aug" if data.has_split("test_aug") and len(data.split("test_aug")) else "test"
+                aug_dir = synthesize_run(run_dir, data, aug_split, synth_root / aug_split, device, cfg.show_progress)
+                times["synthesize"] = time.perf_counter() - t0
+                bar.advance(overall)
+                done += 1
 
-            step(f"evaluating {spec.label} (seed {seed})")
-            t0 = time.perf_counter()
-            with warnings.catch_warnings(record=True) as caught:  # said once, in the report's notes
-                warnings.simplefilter("always")
-                frame = evaluate_folders(
-                    test_dir / "real", test_dir / "complete", mask_dir=test_dir / "mask" if region else None,
-                    metrics=list(cfg.metrics) if cfg.metrics else None, device=device, folds=quality_folds,
-                    show_progress=cfg.show_progress, region=region or "lung",
-                )
+                current = "evaluate"
+                step(f"evaluating {spec.label} (seed {seed})")
+                t0 = time.perf_counter()
+                with warnings.catch_warnings(record=True) as caught:  # said once, in the report's notes
+                    warnings.simplefilter("always")
+                    frame = evaluate_folders(
+                        test_dir / "real", test_dir / "complete", mask_dir=test_dir / "mask" if region else None,
+                        metrics=list(cfg.metrics) if cfg.metrics else None, device=device, folds=quality_folds,
+                        show_progress=cfg.show_progress, region=region or "lung",
+                    )
+            except Exception as exc:  # noqa: BLE001 - a plugin may raise anything; KeyboardInterrupt still stops
+                reason = _one_line(exc)
+                err_console.print(f"[red]{escape(spec.label)} (seed {seed}) FAILED at {current}:[/red] {escape(reason)}",
+                                  soft_wrap=True, highlight=False)
+                _debug_trace()
+                runs.append(MethodRun(spec.label, seed, run_dir=run_dir, wall_times=times, error=reason,
+                                      failed_step=current, plugin=provenance))
+                bar.advance(overall, 3 - done)
+                continue
             notes.extend(m for m in dict.fromkeys(str(w.message) for w in caught) if m not in notes)
             quality.append(frame.assign(method=spec.label, seed=seed))
             times["evaluate"] = time.perf_counter() - t0
             bar.advance(overall)
             runs.append(MethodRun(spec.label, seed, run_dir=run_dir, synthesis_dir=test_dir,
-                                  downstream_dir=aug_dir, wall_times=times))
+                                  downstream_dir=aug_dir, wall_times=times, plugin=provenance))
 
+        failed = {r.method for r in runs if r.error is not None}
         unet = UNetProtocol.named(cfg.unet_protocol, **cfg.unet_overrides)
         for seed in seeds:
-            synthetic = {r.method: r.downstream_dir for r in runs if r.seed == seed}
+            synthetic = {r.method: r.downstream_dir for r in runs if r.seed == seed and r.method not in failed}
+            primary = next((m.label for m in cfg.methods if m.label in synthetic), None)
             for experiment in cfg.experiments:
+                if primary is None:  # every method failed: nothing to segment with
+                    bar.advance(overall)
+                    continue
                 step(f"downstream {experiment} (seed {seed})")
                 t0 = time.perf_counter()
                 frame = run_experiment(
                     data.root, synthetic, experiment=experiment, ratios=cfg.ratios,
                     out_dir=cfg.out_dir / "downstream", seed=seed, protocol=unet, device=device,
-                    folds=seg_folds, primary=cfg.methods[0].label,
+                    folds=seg_folds, primary=primary,
                 )
                 downstream.append(frame.assign(seed=seed))
                 wall[f"downstream_{experiment}"] = wall.get(f"downstream_{experiment}", 0.0) + time.perf_counter() - t0
@@ -288,7 +315,8 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
             dataset=_describe_data(data),
             data_hash=data.content_hash,
             runs=runs,
-            image_quality=pd.concat(quality, ignore_index=True),
+            image_quality=(pd.concat(quality, ignore_index=True) if quality
+                           else pd.DataFrame(columns=list(IMAGE_QUALITY_COLUMNS))),
             downstream=pd.concat(downstream, ignore_index=True) if downstream else None,
             wall_times=wall,
             spec=data.spec,
@@ -297,7 +325,19 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
         report_dir = cfg.out_dir / "report"
         render_report(results, report_dir, overwrite=True)  # a re-run refreshes the report atomically
         bar.advance(overall)
-    return ComparisonOutcome(report_dir=report_dir, wall_time_s=time.perf_counter() - started, results=results)
+    return ComparisonOutcome(report_dir=report_dir, wall_time_s=time.perf_counter() - started, results=results,
+                             failures=[r for r in runs if r.error is not None])
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: a SynthbenchError's own message, else ``Type: message``."""
+    text = str(exc) if isinstance(exc, SynthbenchError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+def _debug_trace() -> None:
+    if os.environ.get("SYNTHBENCH_DEBUG"):
+        traceback.print_exc()
 
 
 def _fold_count(requested: int, n: int, per_fold: int, what: str, notes: list[str]) -> int:

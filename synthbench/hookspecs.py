@@ -18,17 +18,21 @@ hookimpl = pluggy.HookimplMarker("synthbench")
 
 @hookspec
 def register_synthesizers(register):
-    """Call ``register(cls)`` for each :class:`synthbench.Synthesizer` subclass the plugin adds."""
+    """Call ``register(cls)`` for each :class:`synthbench.Synthesizer` subclass the plugin adds,
+    or ``register("package.module:Class", name="x")`` to import the class only when ``x`` is
+    used (start-up then never imports the plugin's networks, torch included)."""
 
 
 @hookspec
 def register_metrics(register):
-    """Call ``register(cls)`` for each :class:`synthbench.Metric` subclass the plugin adds."""
+    """Call ``register(cls)`` (or ``register("module:Class", name=...)``) for each
+    :class:`synthbench.Metric` subclass the plugin adds."""
 
 
 @hookspec
 def register_downstream_tasks(register):
-    """Call ``register(cls)`` for each :class:`synthbench.DownstreamTask` subclass the plugin adds."""
+    """Call ``register(cls)`` (or ``register("module:Class", name=...)``) for each
+    :class:`synthbench.DownstreamTask` subclass the plugin adds."""
 
 
 @hookspec

@@ -34,7 +34,8 @@ def validate_name(name: str, check_registry: bool = True) -> str:
     if check_registry:
         from synthbench.plugins import get_registry
 
-        if name in get_registry().synthesizers:
+        registry = get_registry()
+        if name in registry.synthesizers or name in registry.conflicts["synthesizers"]:
             raise SynthbenchError(f"a synthesizer named {name!r} is already installed; choose another name")
     return name
 
@@ -89,7 +90,7 @@ def create_plugin(name: str, out: str | Path | None = None, check_registry: bool
 # --------------------------------------------------------------------------- templates
 PYPROJECT = '''\
 [build-system]
-requires = ["setuptools>=64"]
+requires = ["setuptools>=70.1"]  # builds wheels without the separate 'wheel' package
 build-backend = "setuptools.build_meta"
 
 [project]
@@ -135,19 +136,26 @@ synthbench data prepare phantom --out data/phantom32 --size 32 --patients 7 \\
 synthbench train ${name} --data data/phantom32 --protocol smoke --out runs/${name}-smoke
 synthbench compare --methods ${name},pix2pix --protocol smoke --data data/phantom32 \\
     --experiments "" --out comparison-${name}
+python -m pip install pytest          # once, if the environment has no pytest
 pytest                                # the synthbench conformance kit on ${cls}
 ```
+
+Installing offline (`pip install --no-deps --no-build-isolation -e .`) needs setuptools >= 70.1
+(or an older setuptools plus `wheel`) in the environment: see docs/plugins.md, Tutorial.
 
 Files: `${module}/__init__.py` (API version + hook), `${module}/model.py` (the synthesizer),
 `tests/test_conformance.py` (synthbench.testing).
 '''
 
 INIT = '''\
-"""synthbench plugin '${name}': registers :class:`${cls}` through the ``synthbench`` entry point."""
+"""synthbench plugin '${name}': registers :class:`${module}.model.${cls}` through the
+``synthbench`` entry point.
+
+synthbench loads every plugin whenever it starts (``synthbench --help`` included). The class is
+registered by its path, so ``model.py`` (and torch) is imported only when '${name}' is used.
+"""
 
 from synthbench import hookimpl
-
-from ${module}.model import ${cls}
 
 #: The synthbench plugin API version this plugin was written for (synthbench.HOOK_API_VERSION).
 #: synthbench reports a plugin declaring another major version and does not load it.
@@ -156,10 +164,10 @@ SYNTHBENCH_API = ${api}
 
 @hookimpl
 def register_synthesizers(register):
-    register(${cls})
+    register("${module}.model:${cls}", name="${name}")
 
 
-__all__ = ["SYNTHBENCH_API", "${cls}", "register_synthesizers"]
+__all__ = ["SYNTHBENCH_API", "register_synthesizers"]
 '''
 
 MODEL = '''\
@@ -180,8 +188,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthbench import Batch, OptimizerSpec, Stage, Synthesizer, SynthesizerConfigError, Update
-from synthbench.synthesizer import set_requires_grad
+from synthbench import (
+    Batch,
+    OptimizerSpec,
+    Stage,
+    Synthesizer,
+    SynthesizerConfigError,
+    Update,
+    set_requires_grad,
+)
 
 
 def _norm(channels: int) -> nn.Module:
@@ -317,7 +332,7 @@ import pytest
 
 from synthbench.testing import CHECKS, conformance_cases
 
-from ${module} import ${cls}
+from ${module}.model import ${cls}
 
 CASES = conformance_cases(${cls}, classes=(2, 3, 4), sizes=(32, 64))
 
@@ -330,7 +345,7 @@ def test_conformance(check, case, tmp_path):
 
 def test_entry_point_registers_the_synthesizer():
     """Only after `pip install -e .`: synthbench finds the plugin through its entry point."""
-    from synthbench.plugins import get_registry
+    from synthbench import get_registry
 
     registry = get_registry()
     record = registry.records.get("${name}")

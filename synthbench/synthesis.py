@@ -51,6 +51,7 @@ from synthbench.composite import complete, lung_only
 from synthbench.data.prepared import PreparedDataset
 from synthbench.errors import SynthbenchError
 from synthbench.io import atomic_directory, atomic_write_json
+from synthbench.output_check import check_generated
 from synthbench.synthesizer import one_hot
 
 FOLDERS = ("label", "mask", "real", "fake", "complete", "lung_real", "lung_fake")
@@ -153,7 +154,8 @@ def synthesize(
                 label = torch.from_numpy(np.asarray(labels[start:start + batch_size], dtype=np.int64)).to(dev)
                 real = torch.from_numpy(images[start:start + batch_size]).unsqueeze(1).to(dev)
                 lung = ds.lung_mask(label)
-                fake = synth.generate(one_hot(label, ds.num_classes), style=real).float().clamp(-1, 1)
+                fake = synth.generate(one_hot(label, ds.num_classes), style=real)
+                check_generated(fake, synth.name, label.shape[0], ds.size, f"on synthesis batch {start // batch_size + 1}")
                 views = {"fake": fake, "real": real, "complete": complete(fake, real, lung)}
                 if key is not None:
                     views[f"{key}_real"] = lung_only(real, lung)

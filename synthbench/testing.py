@@ -18,9 +18,10 @@ Every check takes ``(cls, case, workdir)`` and raises :class:`ConformanceError` 
 ``AssertionError``) with a message naming the method, the case and what is wrong. Cases are tiny
 (2, 3, 4 classes at 32 and 64 px by default; sizes respect :attr:`Synthesizer.min_size` and
 :attr:`Synthesizer.size_multiple`). Training goes through the shared engine
-(:func:`synthbench.engine.train`, one step per stage, CPU, deterministic) on a small phantom
-data set (paper Sec. "Data and preprocessing" classes, remapped to the case's class count)
-written on the fly with :func:`synthbench.data.prepared.write_prepared`.
+(:func:`synthbench.engine.train`, :data:`STEPS_PER_STAGE` steps per stage, CPU, deterministic)
+on a small phantom data set (paper Sec. "Data and preprocessing" classes, remapped to the
+case's class count) written on the fly with :func:`synthbench.data.prepared.write_prepared`.
+Every variant is built too (:func:`check_variants`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from synthbench.errors import SynthbenchError
+from synthbench.output_check import output_problem
 from synthbench.synthesizer import (
     OptimizerSpec,
     Stage,
@@ -51,6 +54,8 @@ from synthbench.synthesizer import (
 
 DEFAULT_CLASSES = (2, 3, 4)
 DEFAULT_SIZES = (32, 64)
+#: Engine steps the training checks run per stage (a loss that turns NaN after step 1 must show).
+STEPS_PER_STAGE = 2
 #: Seed of every build and of the engine run (the engine seeds python, numpy and torch with it).
 SEED = 0
 
@@ -207,18 +212,9 @@ def _generate(synth: Synthesizer, onehot: torch.Tensor, style: torch.Tensor | No
 
 
 def _check_output(cls, case: Case, out: Any, batch: int, what: str) -> None:
-    if not isinstance(out, torch.Tensor):
-        raise _fail(cls, case, f"{what} returned {type(out).__name__}, expected a torch.Tensor")
-    expected = (batch, 1, case.image_size, case.image_size)
-    if tuple(out.shape) != expected:
-        raise _fail(cls, case, f"{what} returned shape {tuple(out.shape)}, expected {expected} ([B, 1, H, W])")
-    if out.dtype != torch.float32:
-        raise _fail(cls, case, f"{what} returned dtype {out.dtype}, expected torch.float32")
-    if not bool(torch.isfinite(out).all()):
-        raise _fail(cls, case, f"{what} returned NaN or infinite values")
-    lo, hi = float(out.min()), float(out.max())
-    if lo < -1.0 or hi > 1.0:
-        raise _fail(cls, case, f"{what} values span {lo:.4g}..{hi:.4g}, outside [-1, 1] (end the generator with tanh)")
+    problem = output_problem(out, batch, case.image_size)  # the engine's and synthesis's check too
+    if problem is not None:
+        raise _fail(cls, case, f"{what} {problem}")
     if out.requires_grad:
         raise _fail(cls, case, f"{what} output requires grad; generate must run under torch.no_grad()")
 
@@ -329,6 +325,37 @@ def check_build(cls: type[Synthesizer], case: Case, workdir: Path | None = None)
         raise _fail(cls, case, "describe() must return a dict and pretrained_weights() a list")
 
 
+#: The largest size :func:`check_variants` tries for a variant that needs more than the case's size.
+MAX_VARIANT_SIZE = 256
+
+
+def check_variants(cls: type[Synthesizer], case: Case, workdir: Path | None = None) -> None:
+    """Every variant builds (its own keys win over the case's options, as the engine applies them
+    over the reduced build), has optimizers for each stage and generates conforming output. A
+    variant that refuses the case's size with :class:`SynthesizerConfigError` is tried at twice
+    the size, up to :data:`MAX_VARIANT_SIZE`."""
+    for variant, preset in cls.variants.items():
+        options = {k: v for k, v in (case.options or {}).items() if k not in preset}
+        size, synth = case.image_size, None
+        while synth is None:
+            try:
+                _seed_all(SEED)
+                synth = cls(num_classes=case.num_classes, image_size=size, options=options, variant=variant)
+            except SynthesizerConfigError as exc:
+                if size * 2 > MAX_VARIANT_SIZE:
+                    raise _fail(cls, case, f"variant {variant!r} cannot be built at any size from "
+                                f"{case.image_size} to {MAX_VARIANT_SIZE} px: {exc}") from exc
+                size *= 2
+            except Exception as exc:  # noqa: BLE001 - any other failure to build is the finding
+                raise _fail(cls, case, f"variant {variant!r} cannot be built: {type(exc).__name__}: {exc}") from exc
+        for stage in synth.stage_names():
+            if not synth.optimizers(stage):
+                raise _fail(cls, case, f"variant {variant!r}: optimizers({stage!r}) is empty")
+        at = Case(case.num_classes, size, case.options)
+        onehot, image = _inputs(at)
+        _check_output(cls, at, _generate(synth, onehot, image), 2, f"variant {variant!r}: generate()")
+
+
 def check_generate(cls: type[Synthesizer], case: Case, workdir: Path | None = None) -> None:
     """generate(): [B,1,H,W] float32 in [-1,1], no grad, nets left in their mode, style optional."""
     synth = case.build(cls)
@@ -393,14 +420,29 @@ def check_determinism(cls: type[Synthesizer], case: Case, workdir: Path | None =
         raise _fail(cls, case, "same seed, same weights, different outputs")
 
 
+def stage_epochs(stages: Sequence[Stage], steps: int = STEPS_PER_STAGE) -> int:
+    """The fewest epochs for which the engine's plan gives every stage at least ``steps`` one-batch
+    epochs (stage i gets ``round(fraction_i * epochs)``, :func:`synthbench.engine.plan_stages`)."""
+    for epochs in range(steps, 1000 * steps):
+        if all(int(round(s.fraction * epochs)) >= steps for s in stages):
+            return epochs
+    raise ValueError(f"stage fractions {[s.fraction for s in stages]} are too small for {steps} steps each")
+
+
+def planned_stage_steps(stages: Sequence[Stage], epochs: int) -> list[int]:
+    return [max(1, int(round(s.fraction * epochs))) for s in stages]
+
+
 def _train(cls, case: Case, workdir: Path, tag: str):
+    """Train through the engine: at least :data:`STEPS_PER_STAGE` steps per stage (one batch an epoch)."""
     from synthbench.engine import train
 
     data = workdir / f"data-{case.num_classes}-{case.image_size}"
     if not (data / "manifest.json").is_file():
         write_tiny_dataset(data, case.num_classes, case.image_size, count=2)
     run = workdir / f"run-{cls.name}-{case}-{tag}"
-    overrides = {"epochs": 1, "batch_size": 2, "max_steps": None, "device": "cpu", "precision": "fp32",
+    epochs = stage_epochs(case.build(cls).stages)
+    overrides = {"epochs": epochs, "batch_size": 2, "max_steps": None, "device": "cpu", "precision": "fp32",
                  "deterministic": True, "sample_count": 2, "checkpoint_every": 1000, "keep_last_n": 1,
                  "train_split": "train"}
     from dataclasses import fields
@@ -410,8 +452,11 @@ def _train(cls, case: Case, workdir: Path, tag: str):
     if "reduced_networks" in {f.name for f in fields(Protocol)}:
         overrides["reduced_networks"] = False  # train exactly the case's options (what the kit built)
     with registered(cls):
-        result = train(cls.name, data, run, protocol="smoke", seed=SEED, options=dict(case.options or {}) or None,
-                       overrides=overrides, show_progress=False)
+        try:
+            result = train(cls.name, data, run, protocol="smoke", seed=SEED,
+                           options=dict(case.options or {}) or None, overrides=overrides, show_progress=False)
+        except SynthbenchError as exc:  # a NaN loss, a broken output contract...: the engine's own words
+            raise _fail(cls, case, f"engine run failed: {exc}") from exc
     return result
 
 
@@ -426,7 +471,7 @@ def _workdir(workdir: Path | None) -> Iterator[Path]:
 
 
 def check_training(cls: type[Synthesizer], case: Case, workdir: Path | None = None) -> None:
-    """Through the engine: one step per stage, finite losses, the generator learns, weights reload."""
+    """Through the engine: a few steps per stage, finite losses, the generator learns, weights reload."""
     from synthbench.engine import load_synthesizer
 
     with _workdir(workdir) as wd:
@@ -434,12 +479,14 @@ def check_training(cls: type[Synthesizer], case: Case, workdir: Path | None = No
         result = _train(cls, case, wd, "a")
         synth = result.synthesizer
         names = synth.stage_names()
-        if result.status != "finished" or result.steps != len(names):
+        per_stage = planned_stage_steps(synth.stages, stage_epochs(synth.stages))
+        expected = [n for n, k in zip(names, per_stage, strict=True) for _ in range(k)]
+        if result.status != "finished" or result.steps != len(expected):
             raise _fail(cls, case, f"engine run {result.status} after {result.steps} steps, expected "
-                        f"{len(names)} (one per stage {names})")
+                        f"{len(expected)} ({dict(zip(names, per_stage, strict=True))} per stage)")
         records = [json.loads(line) for line in (result.run_dir / "log.jsonl").read_text().splitlines() if line]
-        if [r["stage"] for r in records] != names:
-            raise _fail(cls, case, f"stages ran as {[r['stage'] for r in records]}, expected {names}")
+        if [r["stage"] for r in records] != expected:
+            raise _fail(cls, case, f"stages ran as {[r['stage'] for r in records]}, expected {expected}")
         for r in records:
             if not any(k.startswith("loss/") for k in r):
                 raise _fail(cls, case, f"stage {r['stage']!r} yielded no Update")
@@ -469,6 +516,7 @@ def check_training_determinism(cls: type[Synthesizer], case: Case, workdir: Path
 CHECKS: tuple[Callable[..., None], ...] = (
     check_declaration,
     check_build,
+    check_variants,
     check_generate,
     check_input_errors,
     check_state_dict_roundtrip,
@@ -531,8 +579,10 @@ __all__ = [
     "check_synthesizer",
     "check_training",
     "check_training_determinism",
+    "check_variants",
     "conformance_cases",
     "registered",
+    "stage_epochs",
     "tiny_batch",
     "tiny_spec",
     "valid_sizes",

@@ -94,13 +94,13 @@ def test_generated_package_layout(generated):
 
 def test_generated_synthesizer_passes_the_kit(generated, tmp_path):
     name, _, module = generated
-    cls = getattr(module, class_name(name))
+    cls = getattr(importlib.import_module(f"{module.__name__}.model"), class_name(name))
     results = check_synthesizer(cls, classes=(2, 3), sizes=(32,), workdir=tmp_path / "kit")
     assert results and all(r.error is None for r in results)
-    # the hook registers exactly this class
+    # the hook registers exactly this class, by its path (imported only when used)
     seen = []
-    module.register_synthesizers(register=seen.append)
-    assert seen == [cls]
+    module.register_synthesizers(register=lambda target, name=None: seen.append((target, name)))
+    assert seen == [(f"{module.__name__}.model:{cls.__name__}", name)]
 
 
 def test_generated_synthesizer_learns(generated, tmp_path):
@@ -110,7 +110,7 @@ def test_generated_synthesizer_learns(generated, tmp_path):
     from synthbench.testing import registered
 
     name, _, module = generated
-    cls = getattr(module, class_name(name))
+    cls = getattr(importlib.import_module(f"{module.__name__}.model"), class_name(name))
     data = write_tiny_dataset(tmp_path / "d", 3, 32, count=4)
     ds = PreparedDataset(data)
     batch = ds.collate([ds.torch_dataset("train")[i] for i in range(4)])

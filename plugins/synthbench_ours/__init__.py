@@ -5,13 +5,25 @@ Modules: :mod:`.networks` (G1, G2, PatchGAN D), :mod:`.desum` (eq. 1), :mod:`.df
 """
 
 from synthbench import hookimpl
-from synthbench_ours.model import Ours
 
 SYNTHBENCH_API = 1
+
+#: Registered by class path: loading the plugin (every CLI start) does not import torch or the
+#: networks; :mod:`synthbench_ours.model` is imported when 'ours' is first used.
+_MODEL = "synthbench_ours.model"
 
 __all__ = ["Ours"]
 
 
 @hookimpl
 def register_synthesizers(register):
-    register(Ours)
+    register(f"{_MODEL}:Ours", name="ours")
+
+
+def __getattr__(attr: str):
+    """``from synthbench_ours import Ours`` keeps working: names come from :mod:`synthbench_ours.model` on first access."""
+    import importlib
+
+    if attr.startswith("__"):
+        raise AttributeError(attr)
+    return getattr(importlib.import_module(_MODEL), attr)

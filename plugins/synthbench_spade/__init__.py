@@ -3,13 +3,25 @@ entry point ``spade``. See :mod:`synthbench_spade.synthesizer` for training and 
 :mod:`synthbench_spade.networks` for the generator, SPADE norm and VAE encoder."""
 
 from synthbench import hookimpl
-from synthbench_spade.synthesizer import SPADESynthesizer
 
 SYNTHBENCH_API = 1
+
+#: Registered by class path: loading the plugin (every CLI start) does not import torch or the
+#: networks; :mod:`synthbench_spade.synthesizer` is imported when 'spade' is first used.
+_MODEL = "synthbench_spade.synthesizer"
 
 __all__ = ["SPADESynthesizer"]
 
 
 @hookimpl
 def register_synthesizers(register):
-    register(SPADESynthesizer)
+    register(f"{_MODEL}:SPADESynthesizer", name="spade")
+
+
+def __getattr__(attr: str):
+    """``from synthbench_spade import SPADESynthesizer`` keeps working: names come from :mod:`synthbench_spade.synthesizer` on first access."""
+    import importlib
+
+    if attr.startswith("__"):
+        raise AttributeError(attr)
+    return getattr(importlib.import_module(_MODEL), attr)

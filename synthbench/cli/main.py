@@ -32,6 +32,21 @@ class _Group(TyperGroup):
             ctx.exit(2)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from synthbench import __version__
+
+        click.echo(f"synthbench {__version__}")
+        raise typer.Exit()
+
+
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the synthbench version and exit."),
+) -> None:
+    """Train and compare conditional-GAN chest-CT synthesizers under identical settings."""
+
+
 def build_app() -> typer.Typer:
     app = typer.Typer(
         cls=_Group,
@@ -41,6 +56,7 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_show_locals=False,
     )
+    app.callback()(_root)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         module.register(app)
@@ -49,7 +65,7 @@ def build_app() -> typer.Typer:
 
 
 def main() -> None:
-    build_app()()
+    build_app()(prog_name="synthbench")
 
 
 if __name__ == "__main__":

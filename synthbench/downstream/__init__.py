@@ -12,24 +12,19 @@ and seeded selection), :mod:`.sources` (synthesis folders), :mod:`.scores` (Dice
 specificity), :mod:`.experiment` (the experiments and tables), :mod:`.builtin` (the plugin).
 """
 
-from synthbench.downstream.experiment import (
-    COLUMNS,
-    DEFAULT_RATIOS,
-    ci_caption,
-    paper_table,
-    run_experiment,
-    table_markdown,
-    write_tables,
-)
-from synthbench.downstream.mix import Mix, mix_counts, round_half_up, select_mix
-from synthbench.downstream.scores import (
-    scores_from_counts,
-    segmentation_counts,
-    segmentation_scores,
-)
-from synthbench.downstream.sources import open_synthesis, resolve_synthesis_dir
-from synthbench.downstream.train import UNetProtocol, predict, train_unet
-from synthbench.downstream.unet import UNet
+import importlib
+
+#: Public name -> submodule (imported on first access, PEP 562: the segmentation plugin is loaded
+#: at every CLI start and must not import torch, pandas and scipy with this package).
+_LAZY = {
+    **dict.fromkeys(("COLUMNS", "DEFAULT_RATIOS", "ci_caption", "paper_table", "run_experiment",
+                     "table_markdown", "write_tables"), "experiment"),
+    **dict.fromkeys(("Mix", "mix_counts", "round_half_up", "select_mix"), "mix"),
+    **dict.fromkeys(("scores_from_counts", "segmentation_counts", "segmentation_scores"), "scores"),
+    **dict.fromkeys(("open_synthesis", "resolve_synthesis_dir"), "sources"),
+    **dict.fromkeys(("UNetProtocol", "predict", "train_unet"), "train"),
+    "UNet": "unet",
+}
 
 __all__ = [
     "COLUMNS",
@@ -53,3 +48,9 @@ __all__ = [
     "train_unet",
     "write_tables",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)

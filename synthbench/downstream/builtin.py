@@ -2,16 +2,20 @@
 
 Registers :class:`SegmentationTask`, the :class:`synthbench.DownstreamTask` wrapping
 :func:`synthbench.downstream.run_experiment` (paper Sec. "Evaluation", Tables III and IV).
+The experiment stack (torch, pandas, scipy) is imported when the task runs, not when the
+plugin loads (every CLI start).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from synthbench import DownstreamContext, DownstreamTask, hookimpl
-from synthbench.downstream.experiment import _json_safe, run_experiment
-from synthbench.downstream.train import UNetProtocol
+from synthbench import hookimpl
 from synthbench.errors import SynthbenchError
+from synthbench.task import DownstreamContext, DownstreamTask
+
+if TYPE_CHECKING:
+    from synthbench.downstream.train import UNetProtocol
 
 SYNTHBENCH_API = 1
 
@@ -32,6 +36,8 @@ class SegmentationTask(DownstreamTask):
     experiments = ("replace", "add")
 
     def run(self, context: DownstreamContext) -> list[dict[str, Any]]:
+        from synthbench.downstream.experiment import _json_safe, run_experiment
+
         opts = dict(context.options)
         protocol = resolve_protocol(opts.pop("protocol", None), opts.pop("steps", None))
         allowed = {"folds", "primary", "compare_ratio", "reuse"}
@@ -47,6 +53,8 @@ class SegmentationTask(DownstreamTask):
 
 def resolve_protocol(protocol: Any = None, steps: int | None = None) -> UNetProtocol:
     """A :class:`UNetProtocol` from an instance, a dict of fields or a name, with optional steps."""
+    from synthbench.downstream.train import UNetProtocol
+
     if protocol is None:
         protocol = UNetProtocol()
     elif isinstance(protocol, str):

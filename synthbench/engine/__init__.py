@@ -12,8 +12,9 @@ Python API (every method trains through exactly this)::
 * ``protocol``: ``"paper"``, ``"quick"``, ``"smoke"`` or a :class:`Protocol`; ``overrides`` set
   any protocol field (e.g. ``{"epochs": 2, "max_steps": 50, "deterministic": True}``).
   ``seed`` None means the protocol's seed. ``options`` / ``variant`` go to the synthesizer
-  (defaults -> variant -> ``reduced_options`` when the protocol has ``reduced_networks``
-  (quick, smoke) -> protocol ``method_options`` -> explicit options).
+  (defaults -> ``reduced_options`` when the protocol has ``reduced_networks`` (quick, smoke)
+  -> variant -> protocol ``method_options`` -> explicit options: a variant's own keys win over
+  the reduced build; values are type-checked, :mod:`synthbench.options`).
 * Stages: ``synthesizer.stages`` in order, stage i gets ``round(fraction_i * epochs)`` epochs
   (at least one step); per stage, one Adam per ``synthesizer.optimizers(stage)`` entry with
   ``lr = protocol.lr * lr_scale`` and the spec's betas (or ``protocol.method_betas[method]``),

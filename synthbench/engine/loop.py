@@ -25,6 +25,8 @@ from synthbench.engine.protocol import RUNTIME_FIELDS, Protocol, get_protocol
 from synthbench.engine.samples import sample_grid, save_png
 from synthbench.errors import NonFiniteLossError, SynthbenchError
 from synthbench.io import atomic_write_json
+from synthbench.options import build_options
+from synthbench.output_check import check_generated
 from synthbench.plugins import get_registry
 from synthbench.synthesizer import Synthesizer, SynthesizerConfigError
 
@@ -124,8 +126,7 @@ def lr_lambda(total_steps: int, schedule: str, decay_start: float):
 
 def _build_synthesizer(method: str, ds: PreparedDataset, protocol: Protocol, variant, options) -> Synthesizer:
     cls = get_registry().synthesizer(method)
-    reduced = cls.reduced_options if protocol.reduced_networks else {}
-    merged = {**reduced, **protocol.method_options.get(method, {}), **(options or {})}
+    merged = build_options(cls, variant, protocol.reduced_networks, protocol.method_options.get(method), options)
     try:
         return cls(num_classes=ds.num_classes, image_size=ds.size, options=merged, variant=variant)
     except SynthbenchError:
@@ -135,10 +136,7 @@ def _build_synthesizer(method: str, ds: PreparedDataset, protocol: Protocol, var
 
 
 def _plugin_record(method: str) -> dict[str, Any]:
-    for rec in get_registry().records.values():
-        if method in rec.registered.get("synthesizers", []):
-            return {"plugin": rec.name, "module": rec.module, "distribution": rec.distribution, "version": rec.version}
-    return {"plugin": None}
+    return get_registry().provenance("synthesizers", method)
 
 
 def _occupied(path: Path) -> bool:
@@ -249,6 +247,10 @@ def _train(method, ds, out_dir, proto, variant, options, ckpt_path, show_progres
 
     sample_idx = list(range(min(proto.sample_count, len(dataset))))
     sample_batch = ds.collate([dataset[i] for i in sample_idx]).to(device, memory_format) if sample_idx else None
+    probe = sample_batch if sample_batch is not None else (
+        ds.collate([dataset[i] for i in range(min(2, len(dataset)))]).to(device, memory_format))
+    with torch.random.fork_rng(devices=[device.index or 0] if on_cuda else []):  # the check leaves training's RNG as it was
+        _generate_checked(synth, probe, "on the first sample batch (before training)")
 
     # ---------------------------------------------------------------- run directory
     explicit_options = {**(options or {})}
@@ -497,10 +499,17 @@ def _iteration(synth, stage, batch, optimizers, scaler, autocast, method, step) 
 
 
 @torch.no_grad()
-def _write_samples(synth: Synthesizer, batch, ds: PreparedDataset, path: Path) -> None:
-    style = batch.image
+def _generate_checked(synth: Synthesizer, batch, where: str) -> torch.Tensor:
+    """``generate()`` on a batch, its output checked against the contract (:mod:`synthbench.output_check`)."""
     try:
-        fake = synth.generate(batch.onehot.to(batch.image.dtype), style=style)
+        fake = synth.generate(batch.onehot.to(batch.image.dtype), style=batch.image)
     finally:
         synth.train(True)
+    check_generated(fake, synth.name, len(batch), batch.image.shape[-1], where)
+    return fake
+
+
+@torch.no_grad()
+def _write_samples(synth: Synthesizer, batch, ds: PreparedDataset, path: Path) -> None:
+    fake = _generate_checked(synth, batch, f"for the sample grid {path.name}")
     save_png(sample_grid(batch.label, batch.image, fake, ds.spec), path)

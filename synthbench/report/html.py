@@ -51,6 +51,7 @@ th[aria-sort=ascending]::after{content:" \\25B2";font-size:10px}
 th[aria-sort=descending]::after{content:" \\25BC";font-size:10px}
 td.best{background:var(--best);color:var(--bestink)}
 td.sig{color:#7a3a12}
+td.failed{color:#a40000;font-weight:600}
 tbody tr:hover td{background:#f3f6fb}
 tbody tr:hover td.best{background:#d3ead5}
 .pub{background:var(--pub);border-color:#e8d9a8}
@@ -139,6 +140,11 @@ def table_html(table: Table) -> str:
     body = []
     for labels, row in table.rows:
         tds = [f'<td class="rowhead">{e(x)}</td>' for x in labels]
+        if labels[0] in table.failed:  # one cell per column, so that sorting still finds every cell
+            tds.append(f'<td class="failed wrap" data-sort="">FAILED: {e(table.failed[labels[0]])}</td>')
+            tds += ['<td data-sort="">-</td>'] * (len(table.columns) - 1)
+            body.append("<tr>" + "".join(tds) + "</tr>")
+            continue
         for column, cell in zip(table.columns, row, strict=True):
             if cell is None:
                 tds.append('<td data-sort="">-</td>')
@@ -205,12 +211,15 @@ def published_html() -> str:
 def runs_html(results: ComparisonResults) -> str:
     stages = list(dict.fromkeys(k for r in results.runs for k in r.wall_times))
     fields = ["seed", "versions", "git commit", "hardware", "data hash", "weights"]
-    head = "".join(f"<th>{e(h)}</th>" for h in ["method", *fields[1:], *[f"{s} time" for s in stages]])
+    head = "".join(f"<th>{e(h)}</th>" for h in ["method", "plugin", "status", *fields[1:],
+                                                 *[f"{s} time" for s in stages]])
     rows, details = [], []
     for run in results.runs:
         manifest = run.manifest()
         summary = manifest_summary(manifest)
-        cells = [f'<td class="rowhead">{e(run.method)} <span class="note">seed {run.seed}</span></td>']
+        cells = [f'<td class="rowhead">{e(run.method)} <span class="note">seed {run.seed}</span></td>',
+                 f"<td>{e(run.plugin_text)}</td>",
+                 f'<td class="wrap{" failed" if run.error else ""}">{e(run.status)}</td>']
         cells += [
             f'<td class="wrap" title="{e(summary.get(f, ""))}">{e(abbrev(summary.get(f, "-")))}</td>' for f in fields[1:]
         ]

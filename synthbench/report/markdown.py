@@ -39,6 +39,8 @@ def table_md(table: Table) -> str:
                 texts.append("-")
             else:
                 texts.append(f"**{cell.text()}**" if cell.best else cell.text())
+        if row_labels[0] in table.failed and texts:
+            texts[0] = f"FAILED ({_esc(table.failed[row_labels[0]])})"
         lines.append("| " + " | ".join([_esc(x) for x in row_labels] + texts) + " |")
     return "\n".join(lines)
 
@@ -96,13 +98,13 @@ def wall_time_text(seconds: float) -> str:
 
 def runs_md(results: ComparisonResults) -> str:
     stages = list(dict.fromkeys(k for r in results.runs for k in r.wall_times))
-    head = ["method", "seed", *[f"{s} time" for s in stages], "git commit", "data hash", "hardware"]
+    head = ["method", "seed", "plugin", "status", *[f"{s} time" for s in stages], "git commit", "data hash", "hardware"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in results.runs:
         summary = manifest_summary(run.manifest())
         times = [wall_time_text(run.wall_times[s]) if s in run.wall_times else "-" for s in stages]
         lines.append("| " + " | ".join(_esc(x) for x in [
-            run.method, str(run.seed), *times, summary.get("git commit", "-"),
+            run.method, str(run.seed), run.plugin_text, run.status, *times, summary.get("git commit", "-"),
             summary.get("data hash", "-")[:12], summary.get("hardware", "-"),
         ]) + " |")
     return "\n".join(lines)
@@ -117,6 +119,7 @@ def render_markdown(results: ComparisonResults, iq: Table, downstream: list[Tabl
         f"- Data set: {results.dataset}",
         f"- Data hash: `{results.data_hash}`",
         f"- Methods: {', '.join(results.methods)}",
+        *[f"- **FAILED**: {_esc(m)} ({_esc(why)})" for m, why in results.failures.items()],
         "",
         "All numbers below were measured by this comparison, except the final section.",
         "",

@@ -51,6 +51,7 @@ def results_frame(results: ComparisonResults) -> pd.DataFrame:
     frame["source"] = "measured"
     frame["protocol"] = results.protocol
     frame["data_hash"] = results.data_hash
+    frame["plugin"] = [results.plugin_label(str(m)) for m in frame["method"]]  # distribution and version
     return frame
 
 
@@ -113,7 +114,9 @@ def render_report(
                 "runs": [
                     {"method": r.method, "seed": r.seed, "run_dir": str(r.run_dir) if r.run_dir else None,
                      "synthesis_dir": str(r.synthesis_dir) if r.synthesis_dir else None,
-                     "wall_times": r.wall_times, "manifest": manifest_summary(r.manifest())}
+                     "wall_times": r.wall_times, "manifest": manifest_summary(r.manifest()),
+                     "plugin": r.provenance(), "status": "failed" if r.error else "finished",
+                     "error": r.error, "failed_step": r.failed_step}
                     for r in results.runs
                 ],
                 "rows": json.loads(frame.to_json(orient="records")),

@@ -63,6 +63,12 @@ class MethodRun:
     synthesis_dir: Path | None = None
     wall_times: dict[str, float] = field(default_factory=dict)
     downstream_dir: Path | None = None
+    #: Set when this method failed inside a comparison: the reason (one line) and the step
+    #: ("train", "synthesize", "evaluate") it failed at; the report shows it as a failed row.
+    error: str | None = None
+    failed_step: str | None = None
+    #: Which plugin produced the run (``Registry.provenance``); else read from the manifest.
+    plugin: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir) if self.run_dir is not None else None
@@ -72,6 +78,24 @@ class MethodRun:
     def manifest(self) -> dict[str, Any]:
         """The run's ``manifest.json`` (empty when the run has none)."""
         return _read_json(self.run_dir / "manifest.json") if self.run_dir else {}
+
+    def provenance(self) -> dict[str, Any]:
+        """Plugin, distribution and version that produced the run (empty when unknown)."""
+        if self.plugin:
+            return dict(self.plugin)
+        recorded = self.manifest().get("plugin")
+        return recorded if isinstance(recorded, dict) else {}
+
+    @property
+    def plugin_text(self) -> str:
+        """``distribution version`` of the plugin that produced the run, or ``-``."""
+        prov = self.provenance()
+        return f"{prov['distribution']} {prov.get('version') or ''}".strip() if prov.get("distribution") else "-"
+
+    @property
+    def status(self) -> str:
+        """``finished``, or ``FAILED at STEP: reason`` for a run that failed inside the comparison."""
+        return f"FAILED at {self.failed_step or 'run'}: {self.error}" if self.error is not None else "finished"
 
     def config(self) -> dict[str, Any]:
         """The run's ``config.json`` (empty when the run has none)."""
@@ -132,6 +156,22 @@ class ComparisonResults:
         for name in [r.method for r in self.runs] + list(self.image_quality["method"]) + list(self.downstream["method"]):
             seen.setdefault(str(name), None)
         return list(seen)
+
+    def plugin_label(self, method: str) -> str | None:
+        """``distribution version`` of the plugin behind ``method`` (first run that records one)."""
+        for run in self.runs:
+            if run.method == method and run.plugin_text != "-":
+                return run.plugin_text
+        return None
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Method -> why it failed (seed, step, reason), for every method with a failed run."""
+        out: dict[str, str] = {}
+        for run in self.runs:
+            if run.error is not None and run.method not in out:
+                out[run.method] = f"seed {run.seed}, {run.failed_step or 'run'}: {run.error}"
+        return out
 
     def resolved_spec(self) -> DatasetSpec:
         """The data-set description used for label colours (see class docstring)."""

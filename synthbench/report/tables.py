@@ -85,6 +85,8 @@ class Table:
     columns: list[Column]
     rows: list[tuple[list[str], list[Cell | None]]] = field(default_factory=list)
     note: str = ""
+    #: Row label (the method) -> why it failed; such a row has no values and shows the reason.
+    failed: dict[str, str] = field(default_factory=dict)
 
     def best_rows(self, col: int) -> list[str]:
         return [" ".join(labels) for labels, cells in self.rows if cells[col] is not None and cells[col].best]
@@ -173,6 +175,19 @@ def _spread_note(frame: pd.DataFrame) -> str:
     return "; ".join(parts) + "."
 
 
+def _with_plugin(results: ComparisonResults, headers: list[str]) -> list[str]:
+    """Row headers plus a "plugin" column (distribution and version) when any run records one."""
+    if any(results.plugin_label(m) for m in results.methods):
+        return [headers[0], "plugin", *headers[1:]]
+    return headers
+
+
+def _labels(table: Table, results: ComparisonResults, method: str, *rest: str) -> list[str]:
+    if "plugin" in table.row_headers:
+        return [method, results.plugin_label(method) or "-", *rest]
+    return [method, *rest]
+
+
 def image_quality_table(results: ComparisonResults) -> Table:
     """Paper Table II: methods x {complete, lung} x {FID, PSNR, SSIM, RMSE, KID}."""
     iq = results.image_quality
@@ -188,14 +203,20 @@ def image_quality_table(results: ComparisonResults) -> Table:
                 hib = bool(sub["higher_is_better"].iloc[0])
                 arrow = "\u2191" if hib else "\u2193"
                 columns.append(Column(f"{setting}/{metric}", f"{metric} {arrow}", setting, hib))
-    table = Table("image_quality", "Image quality (Table II)", ["method"], columns, note=_spread_note(iq))
-    for method in [m for m in results.methods if m in set(iq["method"])]:
+    table = Table("image_quality", "Image quality (Table II)", _with_plugin(results, ["method"]), columns,
+                  note=_spread_note(iq))
+    failures = results.failures
+    for method in [m for m in results.methods if m in set(iq["method"]) or m in failures]:
+        if method in failures:  # no values from a method with a failed run: only the reason
+            table.failed[method] = failures[method]
+            table.rows.append((_labels(table, results, method), [None] * len(columns)))
+            continue
         cells: list[Cell | None] = []
         for column in columns:
             setting, metric = column.key.split("/", 1)
             sub = iq[(iq["method"] == method) & (iq["setting"] == setting) & (iq["metric"] == metric)]
             cells.append(_aggregate(sub, "value") if len(sub) else None)
-        table.rows.append(([method], cells))
+        table.rows.append((_labels(table, results, method), cells))
     return _mark(table)
 
 
@@ -225,7 +246,7 @@ def downstream_tables(results: ComparisonResults) -> list[Table]:
             table = Table(
                 f"downstream_{experiment}_{metric}",
                 f"{titles[experiment]}: {metric}",
-                ["method", "synthetic"],
+                _with_plugin(results, ["method", "synthetic"]),
                 columns,
                 note=_spread_note(sub),
             )
@@ -238,7 +259,7 @@ def downstream_tables(results: ComparisonResults) -> list[Table]:
                 for cls in classes:
                     g = sub[(sub["method"] == method) & (sub["ratio"].astype(float) == ratio) & (sub["class"] == cls)]
                     cells.append(_aggregate(g, "mean") if len(g) else None)
-                table.rows.append(([method, ratio_label(ratio)], cells))
+                table.rows.append((_labels(table, results, method, ratio_label(ratio)), cells))
             tables.append(_mark(table))
     return tables
 
@@ -248,6 +269,7 @@ def significance_frame(tables: list[Table]) -> pd.DataFrame:
     rows = []
     for t in tables:
         for labels, cells in t.rows:
+            labels = [x for h, x in zip(t.row_headers, labels, strict=True) if h != "plugin"]
             for column, cell in zip(t.columns, cells, strict=True):
                 if cell is None:
                     continue

@@ -39,7 +39,11 @@ def compare(
     folds: int = typer.Option(10, "--folds", help="Folds of the test sets for mean and 95% CI (fewer if a split is small)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
 ) -> None:
-    """Train, synthesize, evaluate and run the downstream experiments for several methods; write the report."""
+    """Train, synthesize, evaluate and run the downstream experiments for several methods; write the report.
+
+    A method that fails is reported (a failed row with its reason) and the others finish; the
+    command then exits with status 1.
+    """
     from synthbench.compare import CompareConfig, parse_methods
 
     cfg = CompareConfig(
@@ -78,3 +82,7 @@ def _run(cfg) -> None:
     console.print(f"comparison finished in {outcome.wall_time_s / 60:.1f} min")
     console.print(f"report: {outcome.report_dir / 'report.html'}")
     console.print(f"leaderboard: {outcome.report_dir / 'leaderboard.md'}")
+    if outcome.failures:  # the report shows them as failed rows; the exit status says it too
+        for run in outcome.failures:
+            typer.echo(f"FAILED {run.method} (seed {run.seed}) at {run.failed_step}: {run.error}", err=True)
+        raise typer.Exit(1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import datetime as _dt
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import typer
 
 from synthbench.cli.console import console
 from synthbench.errors import SynthbenchError
+from synthbench.options import parse_literal, split_key_values, typed_options
 
 
 def register(app: typer.Typer) -> None:
@@ -18,27 +18,17 @@ def register(app: typer.Typer) -> None:
 
 
 def parse_key_values(items: list[str] | None, what: str = "--option") -> dict[str, Any]:
-    """``["a=1", "b=(0.5, 0.9)", "c=name"]`` -> ``{"a": 1, "b": (0.5, 0.9), "c": "name"}``."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SynthbenchError(f"{what} {item!r}: expected key=value")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        if not key:
-            raise SynthbenchError(f"{what} {item!r}: empty key")
-        low = raw.strip().lower()
-        if low in ("true", "false"):
-            value: Any = low == "true"
-        elif low in ("none", "null"):
-            value = None
-        else:
-            try:
-                value = ast.literal_eval(raw)
-            except (ValueError, SyntaxError):
-                value = raw
-        out[key] = value
-    return out
+    """``["a=1", "b=(0.5, 0.9)", "c=name"]`` -> ``{"a": 1, "b": (0.5, 0.9), "c": "name"}`` (untyped)."""
+    return {key: parse_literal(raw) for key, raw in split_key_values(items, what).items()}
+
+
+def parse_method_options(method: str, items: list[str] | None) -> dict[str, Any]:
+    """``--option key=value`` typed by the method's defaults (:mod:`synthbench.options`)."""
+    if not items:
+        return {}
+    from synthbench.plugins import get_registry
+
+    return typed_options(get_registry().synthesizer(method), split_key_values(items))
 
 
 def train_command(
@@ -49,7 +39,9 @@ def train_command(
     seed: int = typer.Option(None, "--seed", help="Random seed (default: the protocol's)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
     variant: str = typer.Option(None, "--variant", help="Named variant of the method (e.g. an ablation)."),
-    option: list[str] = typer.Option(None, "--option", help="Method option key=value (repeatable)."),
+    option: list[str] = typer.Option(None, "--option", help="Method option key=value (repeatable), typed like "
+                                     "the option's default: true/false, integer, finite number, text, or "
+                                     "comma-separated items (see 'synthbench info METHOD')."),
     set_field: list[str] = typer.Option(None, "--set", help="Protocol field key=value (repeatable), e.g. --set precision=fp32."),
     epochs: int = typer.Option(None, "--epochs", help="Override the protocol's epochs."),
     max_steps: int = typer.Option(None, "--max-steps", help="Cap the plan at this many steps."),
@@ -76,7 +68,7 @@ def train_command(
         protocol=protocol,
         seed=seed,
         variant=variant,
-        options=parse_key_values(option) or None,
+        options=parse_method_options(method, option) or None,
         overrides=overrides or None,
         resume=resume,
         show_progress=not quiet,
