@@ -5,6 +5,7 @@ from __future__ import annotations
 from synthbench import hookimpl
 from synthbench.metrics.distribution import FID, KID
 from synthbench.metrics.paired import PSNR, RMSE, SSIM
+from synthbench.metrics.radiomics import FRD
 
 SYNTHBENCH_API = 1
 
@@ -14,5 +15,5 @@ DEFAULT_METRICS = ("fid", "kid", "psnr", "ssim", "rmse")
 
 @hookimpl
 def register_metrics(register):
-    for cls in (FID, KID, PSNR, SSIM, RMSE):
+    for cls in (FID, KID, FRD, PSNR, SSIM, RMSE):
         register(cls)
