@@ -285,6 +285,11 @@ def evaluate_folders(
     per_setting, unavailable = {}, {}
     for s in chosen:
         per_setting[s], unavailable = _build_metrics(names, device, options)
+    smallest = min(len(f) for f in fold_idx)
+    if smallest < 2 and any(m.kind == "distribution" for m in per_setting[chosen[0]]):
+        raise SynthbenchError(f"{len(fold_idx)} folds of {len(scored)} images leave {smallest} image in a fold; "
+                              f"distribution metrics (FID, KID, FRD) need at least 2 per fold: use at most "
+                              f"{len(scored) // 2} folds (--folds)")
     extractor = None
     for ms in per_setting.values():
         for m in ms:

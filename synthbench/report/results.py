@@ -34,18 +34,22 @@ DOWNSTREAM_COLUMNS = (
     "experiment", "method", "seed", "ratio", "n_real", "n_synthetic", "class", "metric", "mean", "ci95", "folds",
 )
 SETTINGS = ("complete", "lung")
-#: Table II column order; KID is measured here in addition to the paper's four.
-METRICS = ("FID", "PSNR", "SSIM", "RMSE", "KID")
+#: Table II column order; FRD (a radiomics feature space, beside FID), the paper's lung-only SSIM
+#: definition (lung setting only) and KID are measured here in addition to the paper's four.
+METRICS = ("FID", "FRD", "PSNR", "SSIM", "SSIM (paper)", "RMSE", "KID")
 EXPERIMENTS = ("replace", "add")
 DOWNSTREAM_METRICS = ("Dice", "sensitivity", "specificity")
 #: Direction of every known metric (used when a row does not say, and to check rows that do).
 HIGHER_IS_BETTER = {
-    "FID": False, "KID": False, "RMSE": False, "PSNR": True, "SSIM": True,
+    "FID": False, "KID": False, "FRD": False, "RMSE": False, "PSNR": True, "SSIM": True, "SSIM (paper)": True,
     "Dice": True, "sensitivity": True, "specificity": True,
 }
+#: Metrics whose true value is >= 0 but whose unbiased estimate can fall below 0 (KID): a
+#: negative estimate means "no measurable difference", so such a column is not ranked.
+NONNEGATIVE = frozenset({"KID"})
 
 #: Metric names as the metric and downstream modules spell them -> the report's spelling.
-CANONICAL_METRIC = {name.lower(): name for name in HIGHER_IS_BETTER}
+CANONICAL_METRIC = {name.lower(): name for name in HIGHER_IS_BETTER} | {"ssim_paper": "SSIM (paper)"}
 
 
 @dataclass
