@@ -38,18 +38,19 @@ SETTINGS = ("complete", "lung")
 #: definition (lung setting only) and KID are measured here in addition to the paper's four.
 METRICS = ("FID", "FRD", "PSNR", "SSIM", "SSIM (paper)", "RMSE", "KID")
 EXPERIMENTS = ("replace", "add")
-DOWNSTREAM_METRICS = ("Dice", "sensitivity", "specificity")
+DOWNSTREAM_METRICS = ("Dice", "Dice (per image)", "sensitivity", "specificity")
 #: Direction of every known metric (used when a row does not say, and to check rows that do).
 HIGHER_IS_BETTER = {
     "FID": False, "KID": False, "FRD": False, "RMSE": False, "PSNR": True, "SSIM": True, "SSIM (paper)": True,
-    "Dice": True, "sensitivity": True, "specificity": True,
+    "Dice": True, "Dice (per image)": True, "sensitivity": True, "specificity": True,
 }
 #: Metrics whose true value is >= 0 but whose unbiased estimate can fall below 0 (KID): a
 #: negative estimate means "no measurable difference", so such a column is not ranked.
 NONNEGATIVE = frozenset({"KID"})
 
 #: Metric names as the metric and downstream modules spell them -> the report's spelling.
-CANONICAL_METRIC = {name.lower(): name for name in HIGHER_IS_BETTER} | {"ssim_paper": "SSIM (paper)"}
+CANONICAL_METRIC = {name.lower(): name for name in HIGHER_IS_BETTER} | {
+    "ssim_paper": "SSIM (paper)", "dice_per_image": "Dice (per image)"}
 
 
 @dataclass

@@ -258,6 +258,16 @@ def ratio_label(ratio: float) -> str:
     return f"{100 * float(ratio):g}%"
 
 
+#: What each downstream metric is (synthbench.downstream.scores).
+DOWNSTREAM_NOTES = {
+    "Dice": " Pixel counts pooled within each fold (the paper's Dice).",
+    "Dice (per image)": " Mean over the fold's images of each image's Dice (MONAI DiceMetric, "
+                        "ignore_empty=True: images without the class in the ground truth are left out).",
+    "specificity": " Pooled specificity is dominated by the true negatives of the body's outside and the "
+                   "healthy lung, so it stays near 100%: read Dice and sensitivity for the lesions.",
+}
+
+
 def downstream_tables(results: ComparisonResults) -> list[Table]:
     """Paper Tables III (replace) and IV (add): one table per experiment and metric, rows
     method x synthetic ratio, columns the segmented classes."""
@@ -282,7 +292,7 @@ def downstream_tables(results: ComparisonResults) -> list[Table]:
                 f"{titles[experiment]}: {metric}",
                 ["method", "synthetic"],
                 columns,
-                note=_spread_note(sub),
+                note=_spread_note(sub) + DOWNSTREAM_NOTES.get(metric, ""),
             )
             keys = sorted(
                 {(m, float(r)) for m, r in zip(sub["method"], sub["ratio"], strict=True)},
