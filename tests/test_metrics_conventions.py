@@ -173,6 +173,21 @@ def test_empty_mask_one_rule_with_a_warning(tmp_path):
     assert (ref["excluded"] == 0).all()
 
 
+def test_metric_classes_share_the_empty_mask_rule():
+    # At the Metric API too: no value for an empty mask, left out of every paired metric's mean.
+    from synthbench.metrics.paired import PSNR, RMSE, SSIM
+
+    real, fake, mask = (torch.from_numpy(a[:, None]) for a in _synthesis(None, n=4))
+    mask[1] = False
+    for cls in (PSNR, SSIM, RMSE):
+        m, ref = cls(), cls()
+        m.update(real, fake, mask)
+        keep = [0, 2, 3]
+        ref.update(real[keep], fake[keep], mask[keep])
+        assert m.undefined() == 1 and np.isnan(m.values()[1])
+        assert m.compute()[cls.name] == pytest.approx(ref.compute()[cls.name])
+
+
 def test_identical_pairs_counted_and_scored_in_every_metric(tmp_path):
     real, fake, mask = _synthesis(tmp_path, n=6)
     fake[2] = real[2]

@@ -40,7 +40,7 @@ from synthbench.metric import Metric
 from synthbench.metrics import functional as Fm
 
 INSTALL_HINT = (
-    "FRD needs pyradiomics and frd-score: pip install versioneer numpy && "
+    "FRD needs pyradiomics and frd-score: pip install versioneer numpy wheel && "
     "pip install --no-build-isolation pyradiomics==3.0.1 && "
     "pip install --no-deps frd-score==1.0.1 && pip install SimpleITK PyWavelets pykwalify six"
 )
