@@ -26,6 +26,7 @@ from synthbench.metrics import functional as Fm
 from synthbench.metrics.distribution import FID, KID, FewImagesWarning
 from synthbench.metrics.evaluate import _metric_rows
 from synthbench.report import ComparisonResults
+from synthbench.report.markdown import table_md
 from synthbench.report.tables import image_quality_table
 from synthbench.stats import folds, jackknife_ci, mean_ci, natural_key
 
@@ -270,6 +271,9 @@ def test_negative_kid_is_never_best_and_new_columns_show(tmp_path):
     assert "jackknife" in table.note and "left out of every metric: a 1, b 1" in table.note
     fid = labels.index("lung/FID")
     assert [cells[fid].best for _, cells in table.rows] == [True, False]
+    md = table_md(table)  # leaderboard.md (report.html renders the same Table)
+    assert "FID \u2193 | FRD \u2193 | SSIM \u2191 | SSIM (paper) \u2191" in md.splitlines()[0]
+    assert "**" not in md.splitlines()[2].split("|")[-2]  # KID cell of method a: not bold
     # positive KIDs are ranked as before
     table = image_quality_table(ComparisonResults(protocol="smoke", dataset="x", data_hash="h", runs=[],
                                                   image_quality=_iq({"a": 0.004, "b": 0.01})))

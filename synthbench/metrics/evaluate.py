@@ -343,7 +343,8 @@ def evaluate_folders(
                 rows.append(_row(setting, n, cls, float("nan"), float("nan"), "none", float("nan"), len(scored),
                                  len(fold_idx), [], len(empty), identical[setting], status=reason))
                 conventions[setting][n] = {"summary": cls.summary, "status": reason}
-    messages = list(dict.fromkeys(str(w.message) for w in caught))
+    # What the user should read: synthbench's own warnings (UserWarning), not library deprecations.
+    messages = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
     for msg in messages:
         warnings.warn(msg, UserWarning, stacklevel=2)
     df = pd.DataFrame(rows, columns=COLUMNS)

@@ -134,7 +134,10 @@ def frd_from_features(real: np.ndarray, fake: np.ndarray) -> float:
     zr, zf = zr[:, keep], zf[:, keep]
     if not keep.any():
         raise SynthbenchError("FRD: no radiomic feature varies over the real images")
-    d2 = Fm.frechet_distance(zr.mean(axis=0), np.cov(zr, rowvar=False), zf.mean(axis=0), np.cov(zf, rowvar=False))
+    with warnings.catch_warnings():  # sqrtm of a rank-deficient product: said once by FRD.compute
+        warnings.simplefilter("ignore")
+        d2 = Fm.frechet_distance(zr.mean(axis=0), np.cov(zr, rowvar=False), zf.mean(axis=0),
+                                 np.cov(zf, rowvar=False))
     return math.log(d2) if d2 > 0 else float("-inf")
 
 
@@ -188,6 +191,11 @@ class FRD(Metric):
         dropped = int(np.isnan(real).any(axis=1).sum() + np.isnan(fake).any(axis=1).sum())
         if dropped:
             warnings.warn(f"FRD: {dropped} image(s) without radiomic features (region <= 1 pixel or NaN) were left out",
+                          UserWarning, stacklevel=2)
+        n, features = min(len(real), len(fake)), real.shape[1]
+        if n <= features:
+            warnings.warn(f"FRD over {n} images (<= {features} radiomic features): the feature covariance is "
+                          "rank-deficient, as for FID below 2048 images; compare FRD values at equal image counts",
                           UserWarning, stacklevel=2)
         return {self.name: frd_from_features(real, fake)}
 

@@ -123,7 +123,7 @@ def evaluate(
     for kind, text in src["intervals"].items():
         console.print(f"interval {kind}: {text} ({src['folds']} folds)")
     if src["excluded_empty_mask"]:
-        console.print(f"{len(src['excluded_empty_mask'])} images with an empty lung mask left out of every metric.")
+        console.print(f"{len(src['excluded_empty_mask'])} image(s) with an empty lung mask left out of every metric.")
     conventions = next(iter(df.attrs["conventions"].values()), {})
     fid_conv = conventions.get("fid") or conventions.get("kid")
     if fid_conv:
