@@ -53,9 +53,11 @@ _LOCK = threading.Lock()
 def unavailable() -> str | None:
     """``None`` when pyradiomics and frd-score import, else why FRD cannot be computed."""
     try:
-        import frd_score  # noqa: F401
-        import radiomics  # noqa: F401
-        import SimpleITK  # noqa: F401
+        with warnings.catch_warnings():  # pyradiomics' import-time deprecation noise
+            warnings.simplefilter("ignore")
+            import frd_score  # noqa: F401
+            import radiomics  # noqa: F401
+            import SimpleITK  # noqa: F401
     except Exception as exc:  # ImportError, or a broken C extension
         return f"not installed ({type(exc).__name__}: {exc}); {INSTALL_HINT}"
     return None
