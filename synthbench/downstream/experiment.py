@@ -256,6 +256,7 @@ def paper_table(df: pd.DataFrame, experiment: str, numeric: bool = False) -> pd.
     sub = df[df["experiment"] == experiment]
     if sub.empty:
         raise SynthbenchError(f"no results for experiment {experiment!r}")
+    sub = sub[sub["metric"].isin(METRICS)]  # the paper's columns; per-image Dice: results and report
     sub = sub.assign(row=[row_label(r, q, m) for r, q, m in zip(sub["role"], sub["ratio"], sub["method"], strict=True)])
     row_order = list(dict.fromkeys(sub.sort_values(["role", "ratio"], key=_role_order)["row"]))
     col_order = list(dict.fromkeys(zip(sub["class"], sub["metric"], strict=True)))
