@@ -190,7 +190,7 @@ def _spread_note(frame: pd.DataFrame) -> str:
     seeds = frame.groupby("method")["seed"].nunique() if len(frame) else pd.Series(dtype=int)
     parts = []
     if (seeds == 1).any():
-        parts.append("one seed: value \u00b1 95% CI over test-set folds")
+        parts.append("one seed: value \u00b1 95% interval over test-set folds")
     if (seeds > 1).any():
         parts.append("several seeds: mean \u00b1 SD across seeds")
     parts.append("**bold**: best in column")
