@@ -44,7 +44,7 @@ def _tensor(u8: np.ndarray) -> torch.Tensor:
 def test_frd_matches_frd_score_on_the_same_pngs(tmp_path):
     from frd_score import compute_frd
 
-    real, fake, mask = _images(4)
+    real, fake, mask = _images(3)
     _write(tmp_path / "real", real)
     _write(tmp_path / "fake", fake)
     _write(tmp_path / "mask", mask.astype(np.uint8) * 255)
@@ -54,10 +54,13 @@ def test_frd_matches_frd_score_on_the_same_pngs(tmp_path):
     m = R.FRD()
     m.update(_tensor(real), _tensor(fake), torch.from_numpy(mask[:, None]))
     assert m.compute()["frd"] == pytest.approx(float(ref), rel=1e-6)
-    # without a mask: the whole image but one corner pixel (frd-score's rule)
+    # without a mask: the whole image but one corner pixel (frd-score's rule), through the
+    # process pool this time (spawned workers, no cached features)
     ref = compute_frd([str(tmp_path / "real"), str(tmp_path / "fake")], num_workers=1)
-    m = R.FRD()
+    R._features_cache.clear()
+    m = R.FRD(workers=2)
     m.update(_tensor(real), _tensor(fake))
+    assert R._pool is not None
     assert m.compute()["frd"] == pytest.approx(float(ref), rel=1e-6)
     assert m.convention()["formula"].startswith("ln(")
 
