@@ -20,7 +20,11 @@ TEST_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 @nox.session
 def tests(session: nox.Session) -> None:
     """Install synthbench with its test extras and run the whole test suite."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,frd]")
+    # The optional FRD metric's backends (docs/metrics.md): pyradiomics builds only without isolation.
+    session.install("versioneer", "numpy", "wheel")
+    session.install("--no-build-isolation", "pyradiomics==3.0.1")
+    session.install("--no-deps", "frd-score==1.0.1")
     workers = os.environ.get("SYNTHBENCH_TEST_WORKERS", "2")
     session.run("pytest", "-n", workers, "--durations=15", *session.posargs, env=TEST_ENV)
 

@@ -20,6 +20,14 @@ API
     share the same mean: ``method="t"`` paired t-test (``scipy.stats.ttest_rel``),
     ``method="wilcoxon"`` Wilcoxon signed-rank (``scipy.stats.wilcoxon``). Identical inputs
     give ``p = 1``.
+``jackknife_ci(leave_out, confidence=0.95) -> half_width``
+    Delete-one-group jackknife interval of a statistic computed on *all* images (FID, KID): from
+    the ``k`` values ``theta_(j)`` of the statistic without fold ``j``,
+    ``se = sqrt((k-1)/k * sum_j (theta_(j) - mean_j theta_(j))^2)`` and
+    ``half_width = t_{(1+confidence)/2, k-1} * se``. For the mean of equal folds it equals
+    ``mean_ci``'s half-width. ``k == 1`` gives ``nan``.
+``natural_key(name) -> tuple``
+    Sort key that orders digit runs by value ("2.png" before "10.png"): file order for folds.
 ``summarize(values, confidence=0.95) -> dict``
     ``{"mean", "ci95", "std", "n", "values"}``, what results tables store.
 ``fold_count(requested, n, per_fold, what) -> (k, note)``
@@ -30,6 +38,7 @@ API
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,7 +46,7 @@ from scipy import stats as _st
 
 from synthbench.errors import SynthbenchError
 
-__all__ = ["fold_count", "folds", "mean_ci", "paired_test", "summarize"]
+__all__ = ["fold_count", "folds", "jackknife_ci", "mean_ci", "natural_key", "paired_test", "summarize"]
 
 
 def folds(n: int, k: int = 10, seed: int | None = None) -> list[np.ndarray]:
@@ -68,6 +77,34 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     sd = float(x.std(ddof=1))
     t = float(_st.t.ppf((1.0 + confidence) / 2.0, df=x.size - 1))
     return mean, t * sd / math.sqrt(x.size)
+
+
+def jackknife_ci(leave_out: Sequence[float], confidence: float = 0.95) -> float:
+    """Half-width ``t_{(1+c)/2, k-1} * sqrt((k-1)/k * sum (theta_(j) - theta_bar)^2)`` (module doc).
+
+    ``leave_out``: the statistic recomputed without each of the ``k`` folds in turn. The folds are
+    contiguous groups of slices (patients), so the interval reflects patient-level variation.
+    """
+    x = np.asarray(leave_out, dtype=np.float64).ravel()
+    if x.size == 0:
+        raise SynthbenchError("jackknife_ci: no values")
+    if not 0.0 < confidence < 1.0:
+        raise SynthbenchError(f"jackknife_ci: confidence must be in (0, 1), got {confidence}")
+    k = x.size
+    if k < 2 or not np.isfinite(x).all():
+        return math.nan
+    se = math.sqrt((k - 1) / k * float(((x - x.mean()) ** 2).sum()))
+    return float(_st.t.ppf((1.0 + confidence) / 2.0, df=k - 1)) * se
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple:
+    """``"slice_10.png"`` after ``"slice_2.png"``: digit runs compare as numbers, text case-folded."""
+    name = str(name)
+    parts = tuple((0, int(p)) if p.isdigit() else (1, p.casefold()) for p in _DIGITS.split(name))
+    return parts, name
 
 
 def paired_test(a: Sequence[float], b: Sequence[float], method: str = "t") -> float:

@@ -50,28 +50,33 @@ def _load(folder):
 def test_settings_use_composite_and_folds(tmp_path):
     s = make_synthesis(tmp_path / "s")
     df = evaluate_folders(s / "real", s / "fake", s / "mask", metrics=PAIRED, folds=4, batch_size=5, show_progress=False)
-    assert set(df.setting) == {"complete", "lung"} and set(df.metric) == set(PAIRED)
+    # the lung setting adds the paper's whole-image lung-only SSIM as its own, labelled metric
+    assert set(df.setting) == {"complete", "lung"} and set(df.metric) == {*PAIRED, "ssim_paper"}
+    assert set(df[df.metric == "ssim_paper"].setting) == {"lung"}
     real, fake, mask = _load(s / "real"), _load(s / "fake"), _load(s / "mask") > 0
     parts = folds(12, 4)
-    for setting, (r, f) in {
-        "complete": (real, composite.complete(fake, real, mask)),
-        "lung": (composite.lung_only(real, mask), composite.lung_only(fake, mask)),
-    }.items():
-        per = Fm.ssim_per_image(r, f).numpy()
-        row = df[(df.setting == setting) & (df.metric == "ssim")].iloc[0]
+    lung_r, lung_f = composite.lung_only(real, mask), composite.lung_only(fake, mask)
+    for setting, metric, per in (
+        ("complete", "ssim", Fm.ssim_per_image(real, composite.complete(fake, real, mask)).numpy()),
+        ("lung", "ssim", Fm.ssim_per_image(lung_r, lung_f, mask=mask).numpy()),  # over lung pixels
+        ("lung", "ssim_paper", Fm.ssim_per_image(lung_r, lung_f).numpy()),  # whole lung-only image
+    ):
+        row = df[(df.setting == setting) & (df.metric == metric)].iloc[0]
         fold_vals = [per[p].mean() for p in parts]
         assert row.fold_values == pytest.approx(fold_vals)
         mean, half = mean_ci(fold_vals)
         assert row.value == pytest.approx(mean) and row.ci95 == pytest.approx(half)
         assert row.all_images == pytest.approx(per.mean())
-        assert row.n == 12 and row.folds == 4
+        assert row.n == 12 and row.folds == 4 and row.interval == "folds"
     # complete() is idempotent: the completed folder gives the same complete-image numbers
     df2 = evaluate_folders(s / "real", s / "complete", s / "mask", metrics=PAIRED, folds=4, show_progress=False)
     assert np.allclose(df2.value, df.value)
     # lung-only differs from complete for SSIM (background is black in lung-only)
     ssim = df[df.metric == "ssim"].set_index("setting").value
     assert ssim["lung"] != pytest.approx(ssim["complete"])
-    assert df.attrs["conventions"]["ssim"]["sigma"] == 1.5 and df.attrs["conventions"]["psnr"]["data_range"] == 2.0
+    for setting in ("complete", "lung"):  # one conventions record per setting
+        conv = df.attrs["conventions"][setting]
+        assert conv["ssim"]["sigma"] == 1.5 and conv["psnr"]["data_range"] == 2.0
 
 
 def test_no_mask_means_complete_only(tmp_path):
@@ -136,7 +141,8 @@ def test_cli_synthesis_and_run_dirs(tmp_path):
     res = runner.invoke(app, ["evaluate", str(run), "--metrics", "ssim,rmse", "--folds", "3", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert {(r["setting"], r["metric"]) for r in out["results"]} == {(s, m) for s in ("complete", "lung") for m in ("ssim", "rmse")}
+    assert {(r["setting"], r["metric"]) for r in out["results"]} == {
+        *((s, m) for s in ("complete", "lung") for m in ("ssim", "rmse")), ("lung", "ssim_paper")}
     assert out["synthesis"]["method"] == "test"
     assert (run / "synthesis" / "evaluation" / "results.csv").is_file()
     # folder pair with --out, table output

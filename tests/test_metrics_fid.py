@@ -53,8 +53,12 @@ def test_fid_and_kid_match_pytorch_fid_pipeline(tmp_path):
     ref = calculate_frechet_distance(mu1, s1, mu2, s2)
     assert ref > 1.0  # the two folders really differ
     assert ours["fid"] == pytest.approx(ref, rel=1e-3)
+    # the headline (issue 16) is that all-images FID, not the mean of the per-fold FIDs
+    row = df.set_index("metric").loc["fid"]
+    assert row["value"] == pytest.approx(ref, rel=1e-3) and row["interval"] == "jackknife"
+    assert np.mean(row["fold_values"]) > ref and row["ci95"] > 0  # per-fold FIDs: biased by fold size
 
-    conv = df.attrs["conventions"]["fid"]
+    conv = df.attrs["conventions"]["complete"]["fid"]
     assert len(conv["weights"]["sha256"]) == 64 and conv["images"] == N
     assert "repeat" in conv["gray_to_rgb"] and "299" in conv["resize"]
     # KID beside FID (its formula is checked against torchmetrics below): a clear positive gap

@@ -79,14 +79,21 @@ def test_paired_metric_classes_stream_and_fold():
         assert m.values().size == 0
 
 
-def test_psnr_identical_pairs_left_out():
+def test_psnr_identical_pairs_scored_at_the_8bit_ceiling():
+    # One rule for every metric (issue 16): an identical pair stays in PSNR, SSIM and RMSE alike;
+    # its PSNR is the 8-bit ceiling 10 log10(255^2 * pixels), not inf and not dropped.
     real, fake = _images(n=4)
     fake[0] = real[0]
     m = PSNR()
     m.update(real, fake)
-    expected = Fm.psnr_per_image(real[1:], fake[1:]).mean().item()
+    ceiling = 10 * np.log10(255**2 * real[0].numel())
+    expected = (ceiling + Fm.psnr_per_image(real[1:], fake[1:]).sum().item()) / 4
     assert m.compute()["psnr"] == pytest.approx(expected)
-    assert m.convention()["identical_pairs_excluded"] == 1
+    assert m.identical() == 1 and m.convention()["identical_pairs"] == 1
+    # the ceiling lies above any non-identical 8-bit pair: one gray level off at one pixel
+    near = real[:1].clone()
+    near[0, 0, 0, 0] += 2 / 255 if near[0, 0, 0, 0] < 0 else -2 / 255
+    assert Fm.psnr_per_image(real[:1], near).item() == pytest.approx(ceiling)
 
 
 def test_builtin_plugin_registers_all_metrics():

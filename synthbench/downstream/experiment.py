@@ -40,6 +40,8 @@ from synthbench.data.prepared import PreparedDataset
 from synthbench.downstream.mix import EXPERIMENTS, Mix, select_mix
 from synthbench.downstream.scores import (
     METRICS,
+    PER_IMAGE_DICE,
+    per_image_dice_folds,
     scores_from_counts,
     segmentation_counts,
     union_class_name,
@@ -122,7 +124,8 @@ def _train_and_score(
     test = data.split(TEST_SPLIT)
     pred = predict(model, np.asarray(test.image), protocol.eval_batch_size, device)
     target = torch.from_numpy(lesion_targets(np.asarray(test.label), spec.lesion_ids, spec.num_classes))
-    return {"log": log, "fold_counts": _fold_counts(pred, target, names, k_folds)}
+    return {"log": log, "fold_counts": _fold_counts(pred, target, names, k_folds),
+            "fold_dice_per_image": per_image_dice_folds(pred, target, names, stats.folds(len(pred), k_folds))}
 
 
 def run_experiment(
@@ -191,7 +194,8 @@ def run_experiment(
             }
             atomic_write_json(record_path, record)
         configs.append({"method": method, "role": role, "ratio": ratio, "key": key})
-        rows.extend(_rows(experiment, method, role, mix, record["fold_counts"], names))
+        rows.extend(_rows(experiment, method, role, mix, record["fold_counts"], names,
+                          record.get("fold_dice_per_image")))
     df = pd.DataFrame(rows, columns=COLUMNS)
     meta = {
         "experiment": experiment, "data_dir": str(data.root), "data_hash": data.content_hash,
@@ -215,14 +219,19 @@ def _load_record(path: Path) -> dict[str, Any] | None:
 
 
 def _rows(experiment: str, method: str, role: str, mix: Mix, fold_counts: list[dict[str, list[int]]],
-          names: list[str] | None = None) -> list[dict[str, Any]]:
+          names: list[str] | None = None, dice_per_image: dict[str, list[float]] | None = None) -> list[dict[str, Any]]:
     """Table rows of one configuration: lesion classes in the data set's order, then the union."""
     order = list(names or []) + [union_class_name(list(names or fold_counts[0]))]
     classes = [c for c in dict.fromkeys(order) if c in fold_counts[0]] + [c for c in fold_counts[0] if c not in order]
     rows = []
     for cls in classes:
         per_fold = [scores_from_counts(*fold[cls]) for fold in fold_counts]
-        for metric in METRICS:
+        metrics = list(METRICS)
+        if dice_per_image and cls in dice_per_image:  # MONAI-convention per-image Dice (scores.py)
+            metrics.append(PER_IMAGE_DICE)
+            for f, v in zip(per_fold, dice_per_image[cls], strict=True):
+                f[PER_IMAGE_DICE] = v
+        for metric in metrics:
             values = [f[metric] for f in per_fold]
             finite = [v for v in values if math.isfinite(v)]
             mean, half = stats.mean_ci(finite) if finite else (math.nan, math.nan)
@@ -247,6 +256,7 @@ def paper_table(df: pd.DataFrame, experiment: str, numeric: bool = False) -> pd.
     sub = df[df["experiment"] == experiment]
     if sub.empty:
         raise SynthbenchError(f"no results for experiment {experiment!r}")
+    sub = sub[sub["metric"].isin(METRICS)]  # the paper's columns; per-image Dice: results and report
     sub = sub.assign(row=[row_label(r, q, m) for r, q, m in zip(sub["role"], sub["ratio"], sub["method"], strict=True)])
     row_order = list(dict.fromkeys(sub.sort_values(["role", "ratio"], key=_role_order)["row"]))
     col_order = list(dict.fromkeys(zip(sub["class"], sub["metric"], strict=True)))

@@ -12,15 +12,29 @@ Counts are pooled over all pixels of one fold of the test set (not averaged per 
 score is defined even when single slices lack a class, and slices weigh by their lesion area.
 A ratio whose denominator is 0 (the class is absent from the fold's ground truth and predictions)
 is NaN and is left out of the fold mean (the table records how many folds contributed).
+
+Pooled specificity is dominated by the true negatives of the body's outside and of the healthy
+lung (lesions cover a few percent of a slice), so it stays near 100% for any reasonable model;
+read Dice and sensitivity for the lesions.
+
+Per-image Dice (:func:`per_image_dice`, MONAI's ``DiceMetric(include_background=False,
+reduction="none", ignore_empty=...)`` convention): ``2 |P n G| / (|P| + |G|)`` for each image and
+class; with ``ignore_empty=True`` (the default, MONAI's too) an image whose ground truth lacks the
+class has no value and is left out of the mean, with ``ignore_empty=False`` it scores 1 when the
+prediction lacks the class too, else 0. A fold's per-image Dice is the mean over its images
+(:func:`per_image_dice_folds`): every slice weighs the same, small lesions as much as large ones.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 METRICS = ("dice", "sensitivity", "specificity")
+#: Metric name of the per-image Dice (MONAI convention, ignore_empty=True) in downstream tables.
+PER_IMAGE_DICE = "dice_per_image"
 INFECTION = "infection"
 
 
@@ -74,3 +88,41 @@ def union_class_name(class_names: list[str]) -> str:
 def segmentation_scores(pred: torch.Tensor, target: torch.Tensor, class_names: list[str]) -> dict[str, dict[str, float]]:
     """``{class: {metric: value}}`` for each lesion class and the union (see module docstring)."""
     return {name: scores_from_counts(*c) for name, c in segmentation_counts(pred, target, class_names).items()}
+
+
+def per_image_dice(pred: torch.Tensor, target: torch.Tensor, class_names: list[str],
+                   ignore_empty: bool = True) -> dict[str, np.ndarray]:
+    """``{class: float64 [N]}``: the Dice of every image per lesion class and for their union
+    (module docstring; layouts as :func:`segmentation_counts`). NaN marks "no value"."""
+    pred = pred.reshape(pred.shape[0], -1).long()
+    target = target.reshape(target.shape[0], -1).long()
+    masks = {name: (pred == k, target == k) for k, name in enumerate(class_names, start=1)}
+    union = union_class_name(class_names)
+    masks.setdefault(union, (pred > 0, target > 0))
+    out = {}
+    for name, (p, g) in masks.items():
+        inter = (p & g).sum(dim=1).double()
+        size = p.sum(dim=1).double() + g.sum(dim=1).double()
+        dice = torch.where(size > 0, 2 * inter / size.clamp(min=1), torch.ones_like(size))
+        empty_gt = g.sum(dim=1) == 0
+        if ignore_empty:
+            dice = torch.where(empty_gt, torch.full_like(dice, math.nan), dice)
+        else:
+            dice = torch.where(empty_gt & (p.sum(dim=1) > 0), torch.zeros_like(dice), dice)
+        out[name] = dice.numpy()
+    return out
+
+
+def per_image_dice_folds(pred: torch.Tensor, target: torch.Tensor, class_names: list[str], folds: list[np.ndarray],
+                         ignore_empty: bool = True) -> dict[str, list[float]]:
+    """``{class: [fold mean of the per-image Dice]}`` (NaN for a fold where no image has a value)."""
+    per = per_image_dice(pred, target, class_names, ignore_empty)
+    out = {}
+    for name, values in per.items():
+        fold_means = []
+        for idx in folds:
+            v = values[np.asarray(idx)]
+            v = v[~np.isnan(v)]
+            fold_means.append(float(v.mean()) if v.size else math.nan)
+        out[name] = fold_means
+    return out

@@ -2,7 +2,8 @@
 
 * :mod:`synthbench.metrics.functional`: per-image PSNR / SSIM / RMSE, Frechet distance, KID;
 * :mod:`synthbench.metrics.paired` (PSNR, SSIM, RMSE), :mod:`synthbench.metrics.distribution`
-  (FID, KID on :mod:`synthbench.metrics.inception` features): :class:`synthbench.Metric` classes;
+  (FID, KID on :mod:`synthbench.metrics.inception` features), :mod:`synthbench.metrics.radiomics`
+  (FRD, optional): :class:`synthbench.Metric` classes (conventions: docs/metrics.md);
 * :mod:`synthbench.metrics.builtin`: the plugin registering them (entry point ``metrics``);
 * :mod:`synthbench.metrics.evaluate`: :func:`evaluate_folders` on complete and lung-only images.
 """

@@ -2,9 +2,15 @@
 
 FID follows the standard pytorch-fid convention (the paper's own FID convention is not stated,
 see paper.md Table II note). Both keep one 2048-d float32 feature per image and side (the only
-state that grows), so folds (:mod:`synthbench.stats`) can be formed afterwards. With fewer than
-2048 images the covariance is rank-deficient: FID is still computed as pytorch-fid does, a
-warning is issued and KID (unbiased, reliable for small sets) should be read beside it.
+state that grows), so folds (:mod:`synthbench.stats`) can be formed afterwards.
+
+The headline value of both is computed on *all* images (``compute``): a set statistic is biased
+by the set size, so the mean of per-fold values (n/10 images each) sits well above it.
+``evaluate_folders`` puts a delete-one-fold jackknife interval beside it
+(:func:`synthbench.stats.jackknife_ci`, :attr:`InceptionMetric.interval`). With fewer than
+2048 images the covariance is rank-deficient: FID is still computed as pytorch-fid does and a
+warning is issued; KID (unbiased) should be read beside it. KID with fewer images than its subset
+size is flagged too: its subsets are then half the set, and the estimate can be negative.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from synthbench.metrics.inception import FID_MIN_IMAGES, InceptionFeatures
 
 
 class FewImagesWarning(UserWarning):
-    """FID over fewer than 2048 images: rank-deficient covariance, biased upward."""
+    """FID over fewer than 2048 images (rank-deficient covariance, biased upward), or KID over
+    fewer images than its subset size (spread over half-size subsets; may be negative)."""
 
 
 class InceptionMetric(Metric):
@@ -34,6 +41,8 @@ class InceptionMetric(Metric):
     """
 
     kind: ClassVar[str] = "distribution"
+    #: The headline is the value on all images; its interval a delete-one-fold jackknife.
+    interval: ClassVar[str] = "jackknife"
 
     def __init__(self, device: torch.device | str = "cpu", **options: Any):
         super().__init__(device, **options)
@@ -107,36 +116,55 @@ class FID(InceptionMetric):
 class KID(InceptionMetric):
     """Kernel Inception distance (Binkowski et al. 2018): unbiased MMD^2, kernel (x.y/d + 1)^3.
 
-    Options: ``subsets`` (100), ``subset_size`` (1000; ``min(subset_size, n)`` is used), ``seed`` (0).
+    ``kid``: the unbiased estimate on all images. ``kid_std``: the standard deviation of the
+    estimate over ``subsets`` random subsets of ``m = min(subset_size, n // 2)`` images each
+    (torchmetrics' spread; with ``m = n``, the old rule, every subset is the whole set and the
+    spread is 0 up to rounding). Options: ``subsets`` (100), ``subset_size`` (1000), ``seed`` (0).
     """
 
     name = "kid"
     higher_is_better = False
-    summary = "KID, unbiased MMD^2 with cubic polynomial kernel over random subsets (mean, std)"
+    summary = "KID, unbiased MMD^2 with cubic polynomial kernel on all images; spread over random subsets"
 
     def _params(self) -> tuple[int, int, int]:
         o = self.options
         return int(o.get("subsets", 100)), int(o.get("subset_size", 1000)), int(o.get("seed", 0))
 
-    def _kid(self, real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
-        subsets, size, seed = self._params()
-        mean, std = Fm.kid_from_features(real, fake, subsets=subsets, subset_size=size, seed=seed)
-        return {self.name: mean, f"{self.name}_std": std}
+    def subset_size(self, n: int) -> int:
+        """Images per subset for ``kid_std``: at most half the set, so subsets differ."""
+        return min(self._params()[1], n // 2)
 
     def compute(self) -> dict[str, float]:
-        return self._kid(*self.features())
+        real, fake = self.features()
+        subsets, size, seed = self._params()
+        n = min(len(real), len(fake))
+        kid = Fm.poly_mmd2(torch.from_numpy(real), torch.from_numpy(fake))
+        m = self.subset_size(n)
+        std = Fm.kid_from_features(real, fake, subsets, m, seed)[1] if m >= 2 and subsets > 1 else float("nan")
+        if n < size:
+            warnings.warn(
+                f"KID over {n} images (< its subset size {size}): kid_std is the spread over subsets of {m} "
+                "images, and KID can be negative at this size (a negative KID means no measurable difference)",
+                FewImagesWarning,
+                stacklevel=2,
+            )
+        elif kid < 0:
+            warnings.warn(f"KID is negative ({kid:.3g}): below its sampling noise", FewImagesWarning, stacklevel=2)
+        return {self.name: kid, f"{self.name}_std": std}
 
     def compute_folds(self, folds: Sequence[np.ndarray]) -> list[dict[str, float]]:
         real, fake = self.features()
-        return [self._kid(real[idx], fake[idx]) for idx in map(np.asarray, folds)]
+        r, f = torch.from_numpy(real), torch.from_numpy(fake)
+        return [{self.name: Fm.poly_mmd2(r[idx], f[idx])} for idx in map(torch.as_tensor, folds)]
 
     def convention(self) -> dict[str, Any]:
         subsets, size, seed = self._params()
         return {
             **super().convention(),
             "kernel": "(x.y / 2048 + 1)^3",
-            "estimator": "unbiased MMD^2 (torchmetrics poly_mmd)",
+            "estimator": "unbiased MMD^2 (torchmetrics poly_mmd) on all images",
+            "spread": f"kid_std: std over {subsets} random subsets of min({size}, n // 2) images (seed {seed})",
             "subsets": subsets,
-            "subset_size": f"min({size}, n)",
+            "subset_size": f"min({size}, n // 2)",
             "seed": seed,
         }

@@ -8,17 +8,28 @@ set. The two settings are built with :mod:`synthbench.composite`, the single def
   images are used as given (they must already be complete images). ``complete()`` is
   idempotent, so an already-completed fake folder gives the same result.
 * ``lung`` (or ``lesion``, named by ``region``: the region the mask marks):
-  ``composite.lung_only(real, mask)`` vs ``composite.lung_only(fake, mask)`` (needs a mask folder).
+  ``composite.lung_only(real, mask)`` vs ``composite.lung_only(fake, mask)`` (needs a mask
+  folder); paired metrics average over the region's pixels only (:mod:`.paired`).
 
-Images are 8-bit gray PNGs (``[-1, 1] <-> 0..255``), matched by file name; mask PNGs mark the
-lung region with non-zero pixels. Images stream through in batches: only one 2048-d feature per
-image and side (FID/KID) and one float per image (paired metrics) are kept.
+Images are 8-bit gray PNGs (``[-1, 1] <-> 0..255``), matched by file name and taken in natural
+file-name order (``2.png`` before ``10.png``; folds are contiguous in that order); mask PNGs mark
+the lung region with non-zero pixels. Images stream through in batches: only one feature vector
+per image and side (FID/KID/FRD) and one float per image (paired metrics) are kept.
 
-Result rows (tidy :class:`pandas.DataFrame`): ``setting, metric, value, ci95, all_images, n,
-folds, fold_values, higher_is_better`` where ``value +- ci95`` is the mean and 95% Student-t
-half-width over the folds (:func:`synthbench.stats.mean_ci`, the paper's numbers) and
-``all_images`` is the metric over the whole set (for FID the standard one-set FID).
-``df.attrs`` holds ``conventions`` (per metric), ``warnings`` and ``source``.
+Edge cases, one rule for every metric (docs/metrics.md): an image whose lung mask is empty has
+nothing synthesized; it is left out of every metric of every setting, counted in the ``excluded``
+column and warned about. Identical pairs are scored like any other pair (PSNR at its 8-bit
+ceiling), counted in the ``identical`` column and warned about.
+
+Result rows (tidy :class:`pandas.DataFrame`, :data:`COLUMNS`): ``value +- ci95`` is the headline
+with its 95% interval, and ``interval`` says which: ``"folds"`` (paired metrics, the paper's
+numbers): the mean of the fold values and the Student-t half-width over them
+(:func:`synthbench.stats.mean_ci`); ``"jackknife"`` (FID, KID, FRD): the value on *all* images
+and the delete-one-fold jackknife half-width (:func:`synthbench.stats.jackknife_ci`).
+``all_images`` is the metric over the whole set, ``fold_values`` the per-fold values (for paired
+tests), ``n`` the images scored, ``status`` "ok" or why the metric has no value (e.g. an
+optional dependency that is not installed). ``df.attrs`` holds ``conventions`` (per setting,
+per metric), ``warnings`` and ``source``.
 """
 
 from __future__ import annotations
@@ -38,15 +49,23 @@ from PIL import Image
 from synthbench import composite
 from synthbench.errors import SynthbenchError
 from synthbench.io import atomic_path, atomic_write_json
+from synthbench.metrics.builtin import DEFAULT_METRICS
 from synthbench.metrics.distribution import InceptionMetric
 from synthbench.stats import folds as make_folds
-from synthbench.stats import mean_ci
+from synthbench.stats import jackknife_ci, mean_ci, natural_key
 
 #: Region-only settings, named by the region the mask marks (the data set's ``spec.region_key``).
 REGION_SETTINGS = ("lung", "lesion")
 SETTINGS = ("complete", *REGION_SETTINGS)
-DEFAULT_METRICS = ("fid", "kid", "psnr", "ssim", "rmse")
-COLUMNS = ["setting", "metric", "value", "ci95", "all_images", "n", "folds", "fold_values", "higher_is_better"]
+COLUMNS = [
+    "setting", "metric", "value", "ci95", "interval", "all_images", "n", "folds", "fold_values",
+    "higher_is_better", "excluded", "identical", "status",
+]
+#: ``interval`` values: how ``value +- ci95`` was formed (module docstring).
+INTERVALS = {
+    "folds": "mean over folds \u00b1 t(0.975, k-1) s / \u221ak",
+    "jackknife": "all images \u00b1 t(0.975, k-1) \u00b7 delete-one-fold jackknife SE",
+}
 
 
 # --------------------------------------------------------------------------- folders
@@ -105,7 +124,7 @@ def match_folders(real_dir: str | Path, fake_dir: str | Path, mask_dir: str | Pa
         mask_dir = Path(mask_dir)
         mask = _pngs(mask_dir, "mask")
         _compare_names(real, mask, real_dir, mask_dir, "mask")
-    names = sorted(real)
+    names = sorted(real, key=natural_key)
     ref_mode, size = _image_info(real[names[0]])
     for name in names:
         for what, table in (("real", real), ("synthetic", fake), ("mask", mask)):
@@ -124,9 +143,24 @@ def match_folders(real_dir: str | Path, fake_dir: str | Path, mask_dir: str | Pa
 def _load(paths: Iterable[Path]) -> np.ndarray:
     arrays = []
     for p in paths:
-        with Image.open(p) as im:
-            arrays.append(np.asarray(im, dtype=np.uint8))
+        try:
+            with Image.open(p) as im:
+                arrays.append(np.asarray(im, dtype=np.uint8))
+        except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt PNG data
+            raise SynthbenchError(f"cannot read image ({exc})", p) from exc
     return np.stack(arrays)[:, None]
+
+
+def empty_masks(pair: FolderPair, batch_size: int = 256) -> list[str]:
+    """Names whose lung mask has no lung pixel (nothing synthesized there)."""
+    if pair.mask_dir is None:
+        return []
+    empty: list[str] = []
+    for start in range(0, len(pair), batch_size):
+        names = pair.names[start : start + batch_size]
+        masks = _load(pair.mask_dir / n for n in names)
+        empty += [n for n, m in zip(names, masks, strict=True) if not m.any()]
+    return empty
 
 
 def to_image(u8: np.ndarray) -> torch.Tensor:
@@ -155,10 +189,56 @@ def setting_images(setting: str, real: torch.Tensor, fake: torch.Tensor, mask: t
 
 # --------------------------------------------------------------------------- evaluation
 def _build_metrics(names: Sequence[str], device: str, options: dict[str, dict[str, Any]]):
+    """``(metrics, unavailable)``: instances of the usable metrics, and ``{name: (cls, reason)}``
+    for metrics whose optional dependency is missing (recorded, never computed)."""
     from synthbench.plugins import get_registry
 
     registry = get_registry()
-    return [registry.metric(n)(device=device, **options.get(n, {})) for n in names]
+    built, unavailable = [], {}
+    for n in names:
+        cls = registry.metric(n)
+        reason = getattr(cls, "unavailable_reason", lambda: None)()
+        if reason:
+            unavailable[n] = (cls, reason)
+        else:
+            built.append(cls(device=device, **options.get(n, {})))
+    return built, unavailable
+
+
+def _row(setting: str, key: str, metric, value: float, half: float, interval: str, all_images: float,
+         n: int, folds: int, fold_values: list[float], excluded: int, identical: int, status: str = "ok") -> dict:
+    return {
+        "setting": setting, "metric": key, "value": value, "ci95": half, "interval": interval,
+        "all_images": all_images, "n": n, "folds": folds, "fold_values": fold_values,
+        "higher_is_better": bool(metric.higher_is_better), "excluded": excluded, "identical": identical,
+        "status": status,
+    }
+
+
+def _metric_rows(setting: str, m, fold_idx: list[np.ndarray], n: int, excluded: int, identical: int) -> list[dict]:
+    """The rows of one metric in one setting: headline, interval, per-fold values (module doc)."""
+    overall = m.compute()
+    per_fold = m.compute_folds(fold_idx)
+    interval = getattr(m, "interval", "folds")
+    leave_out = None
+    if interval == "jackknife" and len(fold_idx) > 1:
+        everything = np.arange(n)
+        leave_out = m.compute_folds([np.setdiff1d(everything, idx) for idx in fold_idx])
+    rows = []
+    for key, value in overall.items():
+        fold_values = [float(d[key]) for d in per_fold if key in d]
+        finite = [v for v in fold_values if np.isfinite(v)]
+        if interval == "jackknife":
+            loo = [float(d[key]) for d in leave_out if key in d] if leave_out else []
+            head = float(value)
+            half = jackknife_ci(loo) if len(loo) == len(fold_idx) and loo else float("nan")
+            kind = "jackknife" if loo else "none"
+        else:
+            head, half = mean_ci(finite) if finite else (float("nan"), float("nan"))
+            kind = "folds" if fold_values else "none"
+        rows.append(_row(setting, key, m, head, half, kind, float(value), n, len(fold_idx), fold_values,
+                         excluded, identical))
+    return rows
 
 
 def evaluate_folders(
@@ -178,9 +258,9 @@ def evaluate_folders(
 ) -> pd.DataFrame:
     """Every metric on complete (and, with a mask, lung-only) images; tidy rows (module docstring).
 
-    ``folds`` folds of the matched images (:func:`synthbench.stats.folds`, contiguous in file
-    name order, or shuffled with ``fold_seed``). ``options`` maps a metric name to its options
-    (e.g. ``{"fid": {"weights": PATH}, "kid": {"subsets": 100}}``).
+    ``folds`` folds of the scored images (:func:`synthbench.stats.folds`, contiguous in natural
+    file-name order, or shuffled with ``fold_seed``). ``options`` maps a metric name to its
+    options (e.g. ``{"fid": {"weights": PATH}, "kid": {"subsets": 100}}``).
     """
     names = list(metrics or DEFAULT_METRICS)
     if not names:
@@ -193,9 +273,28 @@ def evaluate_folders(
     chosen = list(settings or (("complete", region) if pair.mask_dir else ("complete",)))
     if set(chosen) & set(REGION_SETTINGS) and pair.mask_dir is None:
         raise SynthbenchError(f"{region}-only metrics need a mask folder (--mask)")
-    fold_idx = make_folds(len(pair), folds, seed=fold_seed)
+    empty = empty_masks(pair)
+    if len(empty) == len(pair):
+        raise SynthbenchError(f"every {region} mask is empty ({len(pair)} images): nothing was synthesized to evaluate",
+                              pair.mask_dir)
+    left_out = set(empty)
+    scored = FolderPair(pair.real_dir, pair.fake_dir, pair.mask_dir, [n for n in pair.names if n not in left_out],
+                        pair.size)
+    try:
+        fold_idx = make_folds(len(scored), folds, seed=fold_seed)
+    except SynthbenchError as exc:
+        raise SynthbenchError(f"{exc} ({len(scored)} images scored"
+                              f"{f', {len(empty)} with an empty {region} mask left out' if empty else ''}); "
+                              "use fewer folds (--folds)") from exc
     options = options or {}
-    per_setting = {s: _build_metrics(names, device, options) for s in chosen}
+    per_setting, unavailable = {}, {}
+    for s in chosen:
+        per_setting[s], unavailable = _build_metrics(names, device, options)
+    smallest = min(len(f) for f in fold_idx)
+    if smallest < 2 and any(m.kind == "distribution" for m in per_setting[chosen[0]]):
+        raise SynthbenchError(f"{len(fold_idx)} folds of {len(scored)} images leave {smallest} image in a fold; "
+                              f"distribution metrics (FID, KID, FRD) need at least 2 per fold: use at most "
+                              f"{len(scored) // 2} folds (--folds)")
     extractor = None
     for ms in per_setting.values():
         for m in ms:
@@ -203,48 +302,54 @@ def evaluate_folders(
                 if extractor is None:
                     extractor = m.extractor  # resolves the weights now: a missing file fails early
                 m.use_extractor(extractor)
+    identical = dict.fromkeys(chosen, 0)
 
     from synthbench.cli.console import progress
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if empty:
+            warnings.warn(
+                f"{len(empty)} of {len(pair)} images have an empty {region} mask (nothing synthesized): left out of "
+                f"every metric ({', '.join(empty[:3])}{' ...' if len(empty) > 3 else ''})",
+                UserWarning, stacklevel=2,
+            )
+        for n, (_cls, reason) in unavailable.items():
+            warnings.warn(f"metric {n} not computed: {reason}", UserWarning, stacklevel=2)
         with progress(transient=True) as bar:
-            task = bar.add_task("evaluating", total=len(pair), visible=show_progress)
-            for real, fake, mask in iter_batches(pair, batch_size):
+            task = bar.add_task("evaluating", total=len(scored), visible=show_progress)
+            for real, fake, mask in iter_batches(scored, batch_size):
                 for setting, ms in per_setting.items():
                     r, f = setting_images(setting, real, fake, mask)
+                    region_mask = mask if setting in REGION_SETTINGS else None
+                    same = (r == f) if region_mask is None else (r == f) | ~region_mask
+                    identical[setting] += int(same.flatten(1).all(dim=1).sum())
                     if extractor is not None and any(isinstance(m, InceptionMetric) for m in ms):
                         fr, ff = extractor(r), extractor(f)
                     for m in ms:
                         if isinstance(m, InceptionMetric):
                             m.update_features(fr, ff)
                         else:
-                            m.update(r, f, mask if setting in REGION_SETTINGS else None)
+                            m.update(r, f, region_mask)
                 bar.advance(task, len(real))
+        for setting in chosen:
+            if identical[setting]:
+                warnings.warn(
+                    f"{identical[setting]} of {len(scored)} pairs are identical in the {setting} setting "
+                    "(scored: RMSE 0, SSIM 1, PSNR at its 8-bit ceiling)", UserWarning, stacklevel=2,
+                )
         rows, conventions = [], {}
         for setting, ms in per_setting.items():
+            conventions[setting] = {}
             for m in ms:
-                overall = m.compute()
-                per_fold = m.compute_folds(fold_idx)
-                conventions[m.name] = m.convention() | {"summary": m.summary}
-                for key, value in overall.items():
-                    fold_values = [float(d[key]) for d in per_fold]
-                    finite = [v for v in fold_values if np.isfinite(v)]
-                    mean, half = mean_ci(finite) if finite else (float("nan"), float("nan"))
-                    rows.append(
-                        {
-                            "setting": setting,
-                            "metric": key,
-                            "value": mean,
-                            "ci95": half,
-                            "all_images": float(value),
-                            "n": len(pair),
-                            "folds": len(fold_idx),
-                            "fold_values": fold_values,
-                            "higher_is_better": bool(m.higher_is_better),
-                        }
-                    )
-    messages = sorted({str(w.message) for w in caught})
+                rows += _metric_rows(setting, m, fold_idx, len(scored), len(empty), identical[setting])
+                conventions[setting][m.name] = m.convention() | {"summary": m.summary}
+            for n, (cls, reason) in unavailable.items():
+                rows.append(_row(setting, n, cls, float("nan"), float("nan"), "none", float("nan"), len(scored),
+                                 len(fold_idx), [], len(empty), identical[setting], status=reason))
+                conventions[setting][n] = {"summary": cls.summary, "status": reason}
+    # What the user should read: synthbench's own warnings (UserWarning), not library deprecations.
+    messages = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
     for msg in messages:
         warnings.warn(msg, UserWarning, stacklevel=2)
     df = pd.DataFrame(rows, columns=COLUMNS)
@@ -254,10 +359,13 @@ def evaluate_folders(
         "real": str(pair.real_dir),
         "fake": str(pair.fake_dir),
         "mask": str(pair.mask_dir) if pair.mask_dir else None,
-        "images": len(pair),
+        "images": len(scored),
+        "excluded_empty_mask": empty,
+        "identical_pairs": identical,
         "size": list(pair.size),
         "folds": len(fold_idx),
-        "fold_rule": "contiguous in file-name order" if fold_seed is None else f"shuffled, seed {fold_seed}",
+        "fold_rule": ("contiguous in natural file-name order" if fold_seed is None else f"shuffled, seed {fold_seed}"),
+        "intervals": INTERVALS,
         "settings": chosen,
         "region": region if pair.mask_dir else None,
         "device": str(device),

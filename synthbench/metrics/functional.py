@@ -8,18 +8,20 @@ Conventions (stated in every result, see :func:`conventions`):
 * SSIM follows Wang et al. (2004) as implemented by scikit-image's ``structural_similarity``
   with ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``: an 11-tap Gaussian
   window (truncate 3.5), ``K1 = 0.01``, ``K2 = 0.03``, the SSIM map averaged over the pixels at
-  least 5 pixels from the border (skimage crops the border the filter pads);
+  least 5 pixels from the border (skimage crops the border the filter pads); with a lung mask,
+  the full SSIM map (image mirrored at the border, skimage ``full=True``) averaged over the
+  lung pixels;
+* PSNR of an identical pair is its 8-bit ceiling :func:`psnr_ceiling` (finite, counted);
 * FID is the Frechet distance of Gaussians fitted to Inception pool features (Heusel et al.
   2017), the same closed form as ``pytorch_fid.fid_score.calculate_frechet_distance``;
 * KID is the unbiased MMD^2 with the polynomial kernel ``(x.y / d + 1)^3`` averaged over random
-  subsets (Binkowski et al. 2018), the same formula as torchmetrics' ``poly_mmd``.
+  (Binkowski et al. 2018), the same formula as torchmetrics' ``poly_mmd``; the headline KID
+  is that estimate on all images, the spread is over random subsets (:func:`kid_from_features`).
 
 Every per-image function returns one value per image (float64) so folds can be formed later.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -72,15 +74,22 @@ def _filter_valid(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 _SSIM_CPU_PIXELS = 1 << 17
 
 
-def _ssim_chunk(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, c1: float, c2: float) -> torch.Tensor:
-    b, c = x.shape[:2]
+def _ssim_map_chunk(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, c1: float, c2: float) -> torch.Tensor:
+    """SSIM map (Wang et al. 2004, Eq. 13) of the 'valid' part: ``[B, C, H - 2r, W - 2r]``."""
+    c = x.shape[1]
     stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # one filter pass for the five moments
     mu_x, mu_y, xx, yy, xy = _filter_valid(stack, w).split(c, dim=1)
     vx = xx - mu_x * mu_x
     vy = yy - mu_y * mu_y
     vxy = xy - mu_x * mu_y
-    s = ((2 * mu_x * mu_y + c1) * (2 * vxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (vx + vy + c2))
-    return s.reshape(b, -1).mean(dim=1)
+    return ((2 * mu_x * mu_y + c1) * (2 * vxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (vx + vy + c2))
+
+
+def _symmetric_pad(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Pad the last two dims by ``r`` mirroring the edge pixel too (scipy.ndimage mode 'reflect',
+    numpy 'symmetric'): the padding scikit-image's full SSIM map uses."""
+    x = torch.cat([x[..., :r, :].flip(-2), x, x[..., -r:, :].flip(-2)], dim=-2)
+    return torch.cat([x[..., :r].flip(-1), x, x[..., -r:].flip(-1)], dim=-1)
 
 
 def ssim_per_image(
@@ -90,22 +99,39 @@ def ssim_per_image(
     sigma: float = SSIM_SIGMA,
     k1: float = SSIM_K1,
     k2: float = SSIM_K2,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean SSIM per image (Wang et al. 2004, Eq. 13 with a Gaussian window), float64 ``[B]``.
 
-    Equals ``skimage.metrics.structural_similarity(real, fake, gaussian_weights=True,
-    sigma=1.5, use_sample_covariance=False, data_range=2)`` per image (channels averaged).
+    Without ``mask``: equals ``skimage.metrics.structural_similarity(real, fake,
+    gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=2)`` per image
+    (the SSIM map averaged over pixels at least ``r`` = 5 from the border, channels averaged).
+
+    With ``mask`` (bool, same shape): the SSIM map over the whole image (the image mirrored at its
+    border, as scikit-image's ``full=True`` map) averaged over the masked pixels only,
+    ``sum_p m_p S_p / sum_p m_p``; an image with an empty mask gives NaN.
     """
     _check_pair(real, fake)
     w = gaussian_window(sigma)
+    r = w.numel() // 2
     if min(real.shape[-2:]) < w.numel():
         raise SynthbenchError(f"SSIM needs images of at least {w.numel()}x{w.numel()} pixels, got {tuple(real.shape[-2:])}")
     x = real.to(torch.float64)
     y = fake.to(torch.float64)
+    if mask is not None:
+        x, y = _symmetric_pad(x, r), _symmetric_pad(y, r)
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
     step = x.shape[0] if x.device.type != "cpu" else max(1, _SSIM_CPU_PIXELS // (x[0].numel()))
-    return torch.cat([_ssim_chunk(x[i : i + step], y[i : i + step], w, c1, c2) for i in range(0, x.shape[0], step)])
+    out = []
+    for i in range(0, x.shape[0], step):
+        s = _ssim_map_chunk(x[i : i + step], y[i : i + step], w, c1, c2)
+        if mask is None:
+            out.append(s.reshape(s.shape[0], -1).mean(dim=1))
+        else:
+            m = mask[i : i + step].to(torch.float64).reshape(s.shape[0], -1)
+            out.append((s.reshape(s.shape[0], -1) * m).sum(dim=1) / m.sum(dim=1))
+    return torch.cat(out)
 
 
 def mse_per_image(real: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -128,6 +154,17 @@ def psnr_per_image(real: torch.Tensor, fake: torch.Tensor, data_range: float = D
     """``10 log10(data_range^2 / MSE)`` per image (skimage ``peak_signal_noise_ratio``); ``inf`` if identical."""
     mse = mse_per_image(real, fake, mask)
     return 10.0 * torch.log10(torch.as_tensor(data_range, dtype=torch.float64) ** 2 / mse)
+
+
+#: Gray levels of the 8-bit PNG images synthbench evaluates ([-1, 1] <-> 0..255).
+LEVELS_8BIT = 255
+
+
+def psnr_ceiling(pixels: torch.Tensor, levels: int = LEVELS_8BIT) -> torch.Tensor:
+    """The PSNR of an identical pair: that of the closest non-identical 8-bit pair, one gray
+    level (``data_range / levels``) off at one of ``pixels`` scored pixels,
+    ``10 log10(levels^2 * pixels)`` dB (48.1 dB + 10 log10(pixels)); no other pair reaches it."""
+    return 10.0 * torch.log10(torch.as_tensor(pixels, dtype=torch.float64) * float(levels) ** 2)
 
 
 def rmse_per_image(real: torch.Tensor, fake: torch.Tensor, data_range: float = DATA_RANGE,
@@ -192,17 +229,24 @@ def fid_from_features(real_features: np.ndarray, fake_features: np.ndarray) -> f
 
 
 def poly_mmd2(f_real: torch.Tensor, f_fake: torch.Tensor, degree: int = 3, coef: float = 1.0) -> float:
-    """Unbiased MMD^2 with kernel ``(x.y / d + coef)^degree`` on equal-size subsets (KID, one subset)."""
+    """Unbiased MMD^2 with kernel ``k(x, y) = (x.y / d + coef)^degree`` (Binkowski et al. 2018, Eq. 3).
+
+    ``sum_{i != j} k(x_i, x_j) / (m (m-1)) + sum_{i != j} k(y_i, y_j) / (n (n-1)) - 2 sum k(x_i, y_j) / (m n)``;
+    with ``m == n`` the formula of torchmetrics' ``poly_mmd`` (KID on one subset).
+    """
     x = f_real.to(torch.float64)
     y = f_fake.to(torch.float64)
     m, d = x.shape
+    n = y.shape[0]
+    if min(m, n) < 2:
+        raise SynthbenchError(f"KID needs at least 2 images per set, got {min(m, n)}")
     gamma = 1.0 / d
     k_xx = (x @ x.T * gamma + coef) ** degree
     k_yy = (y @ y.T * gamma + coef) ** degree
     k_xy = (x @ y.T * gamma + coef) ** degree
     sum_xx = k_xx.sum() - k_xx.diagonal().sum()
     sum_yy = k_yy.sum() - k_yy.diagonal().sum()
-    return float((sum_xx + sum_yy) / (m * (m - 1)) - 2.0 * k_xy.sum() / (m * m))
+    return float(sum_xx / (m * (m - 1)) + sum_yy / (n * (n - 1)) - 2.0 * k_xy.sum() / (m * n))
 
 
 def kid_from_features(
@@ -231,10 +275,3 @@ def kid_from_features(
         values.append(poly_mmd2(xr[ir], xf[jf]))
     v = np.asarray(values)
     return float(v.mean()), float(v.std())
-
-
-def finite_mean(values: np.ndarray) -> float:
-    """Mean of the finite values (PSNR of identical pairs is ``inf``); ``nan`` if none."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    return float(v.mean()) if v.size else math.nan

@@ -15,8 +15,8 @@ from synthbench.report.tables import Table, fmt
 
 PUBLISHED_HEADING = "Published in the paper (not measured here)"
 FID_NOTE = (
-    "FID is measured in the standard pytorch-fid convention (2048-d Inception pool features); the "
-    "paper's FID values are on a different, unstated scale and are not comparable."
+    "FID is measured in the standard pytorch-fid convention (2048-d Inception pool features) on all "
+    "test images; the paper's FID values are on a different, unstated scale and are not comparable."
 )
 
 

@@ -35,18 +35,23 @@ DOWNSTREAM_COLUMNS = (
 )
 #: "lung" or "lesion": the region-only setting is named by the data set's region (spec.region_key).
 SETTINGS = ("complete", "lung", "lesion")
-#: Table II column order; KID is measured here in addition to the paper's four.
-METRICS = ("FID", "PSNR", "SSIM", "RMSE", "KID")
+#: Table II column order; FRD (a radiomics feature space, beside FID), the paper's lung-only SSIM
+#: definition (region setting only) and KID are measured here in addition to the paper's four.
+METRICS = ("FID", "FRD", "PSNR", "SSIM", "SSIM (paper)", "RMSE", "KID")
 EXPERIMENTS = ("replace", "add")
-DOWNSTREAM_METRICS = ("Dice", "sensitivity", "specificity")
+DOWNSTREAM_METRICS = ("Dice", "Dice (per image)", "sensitivity", "specificity")
 #: Direction of every known metric (used when a row does not say, and to check rows that do).
 HIGHER_IS_BETTER = {
-    "FID": False, "KID": False, "RMSE": False, "PSNR": True, "SSIM": True,
-    "Dice": True, "sensitivity": True, "specificity": True,
+    "FID": False, "KID": False, "FRD": False, "RMSE": False, "PSNR": True, "SSIM": True, "SSIM (paper)": True,
+    "Dice": True, "Dice (per image)": True, "sensitivity": True, "specificity": True,
 }
+#: Metrics whose true value is >= 0 but whose unbiased estimate can fall below 0 (KID): a
+#: negative estimate means "no measurable difference", so such a column is not ranked.
+NONNEGATIVE = frozenset({"KID"})
 
 #: Metric names as the metric and downstream modules spell them -> the report's spelling.
-CANONICAL_METRIC = {name.lower(): name for name in HIGHER_IS_BETTER}
+CANONICAL_METRIC = {name.lower(): name for name in HIGHER_IS_BETTER} | {
+    "ssim_paper": "SSIM (paper)", "dice_per_image": "Dice (per image)"}
 
 
 @dataclass

@@ -3,10 +3,14 @@
 One structure (:class:`Table`) feeds both leaderboard.md and report.html, so both always show
 the same numbers. Conventions (paper Sec. "Evaluation": mean +- 95% CI over 10 folds):
 
-* one seed: the cell is the metric value +- its 95% CI half-width over the test-set folds;
+* one seed: the cell is the metric value +- its 95% interval half-width; the ``interval`` column
+  of the results says which (paired metrics: mean and Student-t CI over the test-set folds;
+  FID/KID/FRD: the value on all images and a delete-one-fold jackknife interval);
 * several seeds: the mean of the per-seed values +- their sample standard deviation (the spread
   across seeds);
 * best: the best mean in the column (lower for FID/KID/RMSE, higher otherwise); ties all count;
+  a KID column with a negative value (below its sampling noise) is not ranked at all;
+* a metric that could not be computed (e.g. FRD without pyradiomics) shows its status, never a number;
 * significance: a paired t-test (:func:`synthbench.stats.paired_test`) of each method against the
   column's best method, pairing fold i of seed s with fold i of seed s (seeds both methods ran);
   without per-fold values it pairs the per-seed values. ``p < ALPHA`` marks the cell with a
@@ -25,6 +29,7 @@ from synthbench.report.results import (
     DOWNSTREAM_METRICS,
     HIGHER_IS_BETTER,
     METRICS,
+    NONNEGATIVE,
     SETTINGS,
     ComparisonResults,
 )
@@ -48,6 +53,8 @@ class Cell:
     p_vs_best: float | None = None
     #: Magnitude that sets the number of decimals (the column's median, so a column is uniform).
     ref: float = math.nan
+    #: "ok", or why there is no value (e.g. "not installed (...)"): shown instead of a number.
+    status: str = "ok"
 
     @property
     def significant(self) -> bool:
@@ -55,6 +62,8 @@ class Cell:
 
     def text(self) -> str:
         """``mean ± spread`` with a dagger when significantly different from the best."""
+        if self.status != "ok":
+            return self.status.split(" (")[0]
         ref = self.mean if math.isnan(self.ref) else self.ref
         s = fmt(self.mean, ref)
         if not math.isnan(self.spread):
@@ -105,6 +114,11 @@ def fmt(value: float, ref: float | None = None) -> str:
 
 
 def _aggregate(group: pd.DataFrame, value_col: str) -> Cell:
+    if "status" in group and len(group) and (group["status"].fillna("ok") != "ok").all():
+        status = str(group["status"].iloc[0])
+        return Cell(math.nan, math.nan, len(group), sorted(group["seed"]), {}, {}, status=status)
+    if "status" in group:
+        group = group[group["status"].fillna("ok") == "ok"]
     group = group.sort_values("seed")
     per_seed = {int(s): float(v) for s, v in zip(group["seed"], group[value_col], strict=True)}
     folds = {int(s): list(f) for s, f in zip(group["seed"], group["folds"], strict=True)}
@@ -144,7 +158,12 @@ def paired_p(cell: Cell, best: Cell) -> float | None:
 
 
 def _mark(table: Table) -> Table:
-    """Mark the best cell(s) per column and test every other cell against the best one."""
+    """Mark the best cell(s) per column and test every other cell against the best one.
+
+    A column of a :data:`NONNEGATIVE` metric (KID) holding a negative value is not ranked: the
+    estimate is below its noise there, so no method can be called best (said in the note).
+    """
+    unranked = []
     for j, column in enumerate(table.columns):
         cells = [cells[j] for _, cells in table.rows if cells[j] is not None and not math.isnan(cells[j].mean)]
         if not cells:
@@ -152,6 +171,9 @@ def _mark(table: Table) -> Table:
         ref = float(np.median([abs(c.mean) for c in cells]))
         for c in cells:
             c.ref = ref
+        if column.key.split("/")[-1] in NONNEGATIVE and min(c.mean for c in cells) < 0:
+            unranked.append(f"{column.group} {column.label}")
+            continue
         best_value = max(c.mean for c in cells) if column.higher_is_better else min(c.mean for c in cells)
         best_cells = [c for c in cells if c.mean == best_value]
         for c in best_cells:
@@ -160,6 +182,9 @@ def _mark(table: Table) -> Table:
         for c in cells:
             if not c.best:
                 c.p_vs_best = paired_p(c, best_cell)
+    if unranked:
+        table.note += (f" Not ranked: {', '.join(unranked)} (a negative KID is below its sampling noise: "
+                       "no measurable difference from the real images).")
     return table
 
 
@@ -167,7 +192,7 @@ def _spread_note(frame: pd.DataFrame) -> str:
     seeds = frame.groupby("method")["seed"].nunique() if len(frame) else pd.Series(dtype=int)
     parts = []
     if (seeds == 1).any():
-        parts.append("one seed: value \u00b1 95% CI over test-set folds")
+        parts.append("one seed: value \u00b1 95% interval over test-set folds")
     if (seeds > 1).any():
         parts.append("several seeds: mean \u00b1 SD across seeds")
     parts.append("**bold**: best in column")
@@ -188,6 +213,35 @@ def _labels(table: Table, results: ComparisonResults, method: str, *rest: str) -
     return [method, *rest]
 
 
+def _quality_note(iq: pd.DataFrame) -> str:
+    """Which interval each metric carries, what the extra columns are, and the edge-case counts."""
+    parts = []
+    if "interval" in iq and len(iq):
+        by_kind = {k: sorted(set(iq.loc[iq["interval"] == k, "metric"])) for k in ("jackknife", "folds")}
+        if by_kind["jackknife"]:
+            parts.append(f"{', '.join(by_kind['jackknife'])}: value on all test images \u00b1 95% delete-one-fold "
+                         "jackknife interval")
+        if by_kind["folds"]:
+            parts.append(f"{', '.join(by_kind['folds'])}: mean over test-set folds \u00b1 95% Student-t interval")
+    present = set(iq["metric"]) if len(iq) else set()
+    if "SSIM" in present and "SSIM (paper)" in present:
+        parts.append("lung SSIM: the SSIM map averaged over lung pixels; SSIM (paper): the paper's definition, "
+                     "the whole lung-only image, mostly the constant outside (labelled, not comparable)")
+    if "FRD" in present:
+        parts.append("FRD: Frechet radiomics distance (frd-score v1, PyRadiomics features), a feature space made "
+                     "for medical images")
+    for column, text, levels in (
+        ("excluded", "images with an empty lung mask left out of every metric", ["method"]),
+        ("identical", "identical pairs (scored; PSNR at its 8-bit ceiling)", ["method", "setting"]),
+    ):
+        if column in iq and len(iq) and iq[column].fillna(0).max() > 0:
+            per = iq.groupby(levels)[column].max().fillna(0)
+            per = per[per > 0]
+            parts.append(f"{text}: " + ", ".join(
+                f"{' '.join(k) if isinstance(k, tuple) else k} {int(v)}" for k, v in per.items()))
+    return (" " + "; ".join(parts) + ".") if parts else ""
+
+
 def image_quality_table(results: ComparisonResults) -> Table:
     """Paper Table II: methods x {complete, lung} x {FID, PSNR, SSIM, RMSE, KID}."""
     iq = results.image_quality
@@ -204,7 +258,7 @@ def image_quality_table(results: ComparisonResults) -> Table:
                 arrow = "\u2191" if hib else "\u2193"
                 columns.append(Column(f"{setting}/{metric}", f"{metric} {arrow}", setting, hib))
     table = Table("image_quality", "Image quality (Table II)", _with_plugin(results, ["method"]), columns,
-                  note=_spread_note(iq))
+                  note=_spread_note(iq) + _quality_note(iq))
     failures = results.failures
     for method in [m for m in results.methods if m in set(iq["method"]) or m in failures]:
         if method in failures:  # no values from a method with a failed run: only the reason
@@ -222,6 +276,16 @@ def image_quality_table(results: ComparisonResults) -> Table:
 
 def ratio_label(ratio: float) -> str:
     return f"{100 * float(ratio):g}%"
+
+
+#: What each downstream metric is (synthbench.downstream.scores).
+DOWNSTREAM_NOTES = {
+    "Dice": " Pixel counts pooled within each fold (the paper's Dice).",
+    "Dice (per image)": " Mean over the fold's images of each image's Dice (MONAI DiceMetric, "
+                        "ignore_empty=True: images without the class in the ground truth are left out).",
+    "specificity": " Pooled specificity is dominated by the true negatives of the body's outside and the "
+                   "healthy lung, so it stays near 100%: read Dice and sensitivity for the lesions.",
+}
 
 
 def downstream_tables(results: ComparisonResults) -> list[Table]:
@@ -248,7 +312,7 @@ def downstream_tables(results: ComparisonResults) -> list[Table]:
                 f"{titles[experiment]}: {metric}",
                 _with_plugin(results, ["method", "synthetic"]),
                 columns,
-                note=_spread_note(sub),
+                note=_spread_note(sub) + DOWNSTREAM_NOTES.get(metric, ""),
             )
             keys = sorted(
                 {(m, float(r)) for m, r in zip(sub["method"], sub["ratio"], strict=True)},

@@ -1,7 +1,8 @@
 """``synthbench evaluate``: image-quality metrics of a synthesis folder or of two PNG folders.
 
-Paper Sec. "Evaluation" / Table II: FID (KID beside it), PSNR, SSIM, RMSE on complete and
-lung-only images, mean +- 95% CI over 10 folds. See :mod:`synthbench.metrics.evaluate`.
+Paper Sec. "Evaluation" / Table II: FID (KID and FRD beside it), PSNR, SSIM, RMSE on complete
+and lung-only images: paired metrics as mean +- 95% CI over 10 folds, FID/KID/FRD on all images
++- a fold jackknife interval. See :mod:`synthbench.metrics.evaluate` and docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from rich.table import Table
 
 from synthbench.cli.console import console, err_console, print_json
 from synthbench.errors import SynthbenchError
+from synthbench.metrics.builtin import DEFAULT_METRICS
 
 
 def register(app: typer.Typer) -> None:
@@ -85,7 +87,7 @@ def evaluate(
     fake: Path = typer.Option(None, "--fake", help="Folder of synthetic PNG images, matched to --real by name."),
     mask: Path = typer.Option(None, "--mask", help="Folder of region-mask PNGs (non-zero = region): adds region-only metrics."),
     region: str = typer.Option(None, "--region", help="What --mask marks: 'lung' (default) or 'lesion'; names the region-only rows."),
-    metrics: str = typer.Option(",".join(("fid", "kid", "psnr", "ssim", "rmse")), "--metrics", help="Comma-separated metric names."),
+    metrics: str = typer.Option(",".join(DEFAULT_METRICS), "--metrics", help="Comma-separated metric names."),
     folds: int = typer.Option(10, "--folds", help="Number of folds for mean and 95% CI (paper: 10; fewer for small sets, with a note)."),
     fold_seed: int = typer.Option(None, "--fold-seed", help="Shuffle images into folds with this seed (default: contiguous)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per batch."),
@@ -95,7 +97,7 @@ def evaluate(
     out: Path = typer.Option(None, "--out", help="Write results.csv and results.json here (default: SYNTH_DIR/evaluation)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON (a list under 'evaluations' for several folders)."),
 ) -> None:
-    """FID, KID, PSNR, SSIM and RMSE on complete and region-only (lung) images, 10-fold mean +- 95% CI."""
+    """FID, KID, FRD, PSNR, SSIM and RMSE on complete and region-only (lung) images, with 95% intervals."""
     import torch
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
@@ -173,14 +175,24 @@ def _evaluate_one(real_dir: Path, fake_dir: Path, mask_dir: Path | None, region:
         return payload
     src = df.attrs["source"]
     table = Table(title=f"{src['images']} images, {src['folds']} folds: {src['real']} vs {src['fake']}")
-    for col, just in (("setting", "left"), ("metric", "left"), ("mean", "right"), ("± 95% CI", "right"), ("all images", "right")):
+    for col, just in (("setting", "left"), ("metric", "left"), ("value", "right"), ("± 95%", "right"),
+                      ("interval", "left"), ("all images", "right")):
         table.add_column(col, justify=just)
     for row in df.itertuples():
         arrow = "↑" if row.higher_is_better else "↓"
         setting = f"{row.setting}-only" if row.setting != "complete" else row.setting
-        table.add_row(setting, f"{row.metric} {arrow}", _fmt(row.value), _fmt(row.ci95), _fmt(row.all_images))
+        if row.status != "ok":
+            table.add_row(setting, f"{row.metric} {arrow}", "-", "-", "not computed", "-")
+            continue
+        table.add_row(setting, f"{row.metric} {arrow}", _fmt(row.value), _fmt(row.ci95), row.interval,
+                      _fmt(row.all_images))
     console.print(table)
-    fid_conv = df.attrs["conventions"].get("fid") or df.attrs["conventions"].get("kid")
+    for kind, text in src["intervals"].items():
+        console.print(f"interval {kind}: {text} ({src['folds']} folds)")
+    if src["excluded_empty_mask"]:
+        console.print(f"{len(src['excluded_empty_mask'])} image(s) with an empty lung mask left out of every metric.")
+    conventions = next(iter(df.attrs["conventions"].values()), {})
+    fid_conv = conventions.get("fid") or conventions.get("kid")
     if fid_conv:
         console.print(f"FID/KID: pytorch-fid InceptionV3, weights sha256 {fid_conv['weights']['sha256'][:16]}… "
                       f"({fid_conv['weights']['source']}); gray repeated to RGB; bilinear resize to 299.")
