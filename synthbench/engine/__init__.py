@@ -75,8 +75,12 @@ from synthbench.errors import SynthbenchError
 
 
 def load_synthesizer(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None):
-    """The run's synthesizer with its final weights (else the latest checkpoint), in eval mode."""
-    from synthbench.engine import rundir
+    """The run's synthesizer with its final weights (else the newest readable checkpoint), in eval mode.
+
+    Weights that do not fit the networks, or hold NaN/inf (a diverged run of an older
+    version), are a :class:`SynthbenchError` naming the file.
+    """
+    from synthbench.engine import health, rundir
     from synthbench.plugins import get_registry
 
     run_dir = Path(run_dir)
@@ -85,19 +89,21 @@ def load_synthesizer(run_dir: str | Path, device: str | torch.device = "cpu", ch
     synth = cls(num_classes=config["num_classes"], image_size=config["image_size"],
                 options=config.get("options"), variant=None)
     synth.variant = config.get("variant")
+    if checkpoint is None and (run_dir / rundir.FINAL).is_file():
+        checkpoint = run_dir / rundir.FINAL
     if checkpoint is None:
-        final = run_dir / rundir.FINAL
-        ckpts = rundir.list_checkpoints(run_dir)
-        if final.is_file():
-            checkpoint = final
-        elif ckpts:
-            checkpoint = ckpts[-1]
-        else:
+        from synthbench.cli.console import err_console
+
+        checkpoint, state = rundir.load_latest_checkpoint(run_dir, say=lambda m: err_console.print(m, markup=False, soft_wrap=True))
+        if checkpoint is None:
             raise SynthbenchError("run has no final weights and no checkpoint", run_dir)
-    state = rundir.load_checkpoint(Path(checkpoint), map_location="cpu")
+    else:
+        state = rundir.load_checkpoint(Path(checkpoint), map_location="cpu")
     if state.get("method", config["method"]) != config["method"]:
         raise SynthbenchError(f"weights are for {state.get('method')!r}, the run is {config['method']!r}", checkpoint)
-    synth.load_state_dict(state["nets"])
+    rundir.load_nets(synth, state["nets"], Path(checkpoint))
+    if (problem := health.non_finite_tensor(synth)) is not None:
+        raise SynthbenchError(f"the weights hold non-finite values ({problem}): the run diverged", checkpoint)
     synth.to(device)
     synth.train(False)
     synth.run_dir = run_dir
