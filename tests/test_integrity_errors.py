@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 import torch
@@ -253,3 +254,27 @@ def test_data_verify_of_a_data_set_prepared_before_file_records(data_copy):
     assert ok.exit_code == 0 and "content hash recomputed" in ok.stdout
     _flip_byte(data_copy / "splits" / "train" / "label.npy", 300)
     _one_error_line(_cli("data", "verify", data_copy), "content hash differs")
+
+
+def test_data_prepare_states_its_size_before_writing_and_stages_nothing_twice(tmp_path, monkeypatch):
+    """Issue 22: prepare was silent for 18 min and needed the augmented data twice on disk.
+    Now it says the size before writing, checks it against the free space and moves the staged
+    augmented arrays into place."""
+    import synthbench.data.prepare as prep
+
+    checked = []
+    monkeypatch.setattr(prep, "require_free_space", lambda folder, needed, what: checked.append(needed))
+    moved = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (moved.append((str(a), str(b))), replace(a, b))[1])
+    result = _cli("data", "prepare", "phantom", "--out", tmp_path / "data", "--size", "32", "--patients", "3",
+                  "--slices-per-patient", "2", "--workers", "1", "--train-factor", "3", "--test-factor", "5")
+    assert result.exit_code == 0, result.output
+    said = result.stderr
+    assert "at 32 px" in said and "on disk;" in said and "free in" in said
+    assert "augmenting train_aug" in said and "writing" in said
+    arrays = sum(p.stat().st_size for p in (tmp_path / "data").rglob("*.npy"))
+    assert len(checked) == 1 and 0 < arrays - checked[0] <= 10 * 128  # the stated size, plus 10 .npy headers
+    staged = [(a, b) for a, b in moved if ".staging." in a]
+    assert {Path(b).parent.name + "/" + Path(b).name for _, b in staged} == {
+        "train_aug/image.npy", "train_aug/label.npy", "test_aug/image.npy", "test_aug/label.npy"}

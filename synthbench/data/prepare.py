@@ -235,11 +235,10 @@ def remove_prepare_leftovers(out_dir: Path) -> list[Path]:
     return removed
 
 
-def expected_bytes(counts: dict[str, int], size: int) -> tuple[int, int]:
-    """(size of the prepared data set, peak disk use while writing it: plus the staged augmented splits)."""
-    final = sum(array_bytes(n, size) for n in counts.values())
-    staged = sum(array_bytes(n, size) for name, n in counts.items() if name in ("train_aug", "test_aug"))
-    return final, final + staged
+def expected_bytes(counts: dict[str, int], size: int) -> int:
+    """Disk space of the prepared data set (also the peak while writing it: the staged augmented
+    splits are moved into place, not copied)."""
+    return sum(array_bytes(n, size) for n in counts.values())
 
 
 def prepare(
@@ -288,16 +287,19 @@ def _prepare(source, out_dir: Path, options: PrepareOptions, overwrite: bool, sh
         )
     counts = {name: len(s) for name, s in splits.items()}
     counts.update(train_aug=counts["train"] * options.train_factor, test_aug=counts["test"] * options.test_factor)
-    final, peak = expected_bytes(counts, options.size)
+    needed = expected_bytes(counts, options.size)
     if say is not None:
         say(f"{sum(counts.values()):,} slices at {options.size} px ({', '.join(f'{k} {v:,}' for k, v in counts.items())}): "
-            f"{human_bytes(final)} on disk, up to {human_bytes(peak)} while writing; "
-            f"{human_bytes(free_bytes(out_dir.parent))} free in {out_dir.parent}")
-    require_free_space(out_dir.parent, peak, f"the prepared data set ({human_bytes(final)}, staged augmentation included)")
+            f"{human_bytes(needed)} on disk; {human_bytes(free_bytes(out_dir.parent))} free in {out_dir.parent}")
+    require_free_space(out_dir.parent, needed, "the prepared data set")
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging.", dir=out_dir.parent))
     try:
-        splits["train_aug"] = _augment_split("train_aug", splits["train"], options.train_factor, options, staging, show_progress)
-        splits["test_aug"] = _augment_split("test_aug", splits["test"], options.test_factor, options, staging, show_progress)
+        for name, base, factor in (("train_aug", "train", options.train_factor), ("test_aug", "test", options.test_factor)):
+            if say is not None:
+                say(f"augmenting {name}: {counts[base]:,} slices x {factor} ({options.resolved_workers()} process(es))")
+            splits[name] = _augment_split(name, splits[base], factor, options, staging, show_progress)
+        if say is not None:
+            say(f"writing {out_dir} (content hash, per-file sha256, fsync)")
         source_info = dict(source.describe())
         source_info["slices_total"] = real.total_slices
         source_info["slices_kept"] = len(real.patient)

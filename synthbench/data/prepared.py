@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,20 @@ def array_bytes(count: int, size: int) -> int:
 
 def _write_array(path: Path, array: np.ndarray, dtype: Any, content: Any, advance) -> None:
     """``np.save`` of ``array`` as ``dtype``, WRITE_ROWS rows at a time (bounded memory; a full
-    disk is an ``OSError``, never a SIGBUS); the rows also feed the ``content`` hash."""
+    disk is an ``OSError``, never a SIGBUS); the rows also feed the ``content`` hash.
+
+    A memory-mapped ``.npy`` that already is exactly that file (the staged augmented splits of
+    :func:`synthbench.data.prepare.prepare`) is moved into place instead of copied: the disk
+    never holds the augmented data twice.
+    """
+    if _is_whole_npy(array, dtype, path):
+        for start in range(0, len(array), WRITE_ROWS):
+            rows = np.ascontiguousarray(array[start:start + WRITE_ROWS])
+            content.update(rows.view(np.uint8).reshape(-1).data)
+            advance(rows.nbytes)
+        array.flush()
+        os.replace(array.filename, path)
+        return
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
         header, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": array.shape})
@@ -103,6 +117,24 @@ def _write_array(path: Path, array: np.ndarray, dtype: Any, content: Any, advanc
             fh.write(data)
             content.update(data)
             advance(rows.nbytes)
+
+
+def _is_whole_npy(array: np.ndarray, dtype: Any, target: Path) -> bool:
+    """``array`` maps a whole C-ordered ``.npy`` file of ``dtype`` on ``target``'s file system."""
+    source = getattr(array, "filename", None)
+    if not isinstance(array, np.memmap) or source is None or array.dtype != np.dtype(dtype):
+        return False
+    source = Path(source)
+    if not (array.flags.c_contiguous and source.suffix == ".npy" and source.is_file()):
+        return False
+    if source.stat().st_size != array.offset + array.nbytes or source.stat().st_dev != target.parent.stat().st_dev:
+        return False
+    with open(source, "rb") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, file_dtype = read(fh)
+        data_offset = fh.tell()
+    return tuple(shape) == array.shape and not fortran and file_dtype == array.dtype and data_offset == array.offset
 
 
 def file_fingerprint(path: str | Path) -> str:
