@@ -185,6 +185,7 @@ def train_method(cfg: CompareConfig, spec: MethodSpec, seed: int, data: Prepared
         seed=seed,
         variant=spec.variant,
         options=options or None,
+        overrides={"device": device} if resume else None,  # a runtime field: this invocation's device
         resume=resume,
         show_progress=cfg.show_progress,
     )

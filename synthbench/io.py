@@ -83,8 +83,11 @@ def atomic_path(target: str | Path, suffix: str = "", durable: bool = False) -> 
         os.replace(tmp_path, target)
         if durable:
             fsync_path(target.parent)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        found = find_user_os_error(exc)
+        if found is not None and not found.filename:  # e.g. a full disk inside torch.save or PIL
+            raise OSError(found.errno, found.strerror, str(target)) from exc
         raise
 
 

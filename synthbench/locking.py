@@ -7,10 +7,12 @@ until it is done. The operating system drops the lock when the process ends, how
 (a crash or ``kill -9`` included), so a lock is never stale. A second process is refused at
 once with a one-line :class:`SynthbenchError` naming the holder's pid and host.
 
-The lock file holds ``{"pid", "host", "since", "command"}`` of the holder for that message; it
-stays in place (deleting a lock file while another process waits on it would let two
-processes lock two different files). ``flock`` locks are advisory and local to one host's
-kernel (on NFS they may not reach other hosts). Platforms without ``fcntl`` are not locked.
+The lock file holds ``{"pid", "host", "since", "command"}`` of the holder for that message and
+is deleted on release (a killed holder leaves it behind; it is reused). A process that locked a
+file which was deleted meanwhile sees that its path now names another file and tries again, so
+two processes never hold "the" lock on two different files. ``flock`` locks are advisory and
+local to one host's kernel (on NFS they may not reach other hosts). Platforms without ``fcntl``
+are not locked.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ class DirectoryLock:
 
     def acquire(self) -> DirectoryLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        if fcntl is not None:
+        for _attempt in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            if fcntl is None:
+                break
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -56,6 +60,11 @@ class DirectoryLock:
             except OSError:
                 os.close(fd)
                 raise
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # the previous holder deleted the file we locked: lock the current one
+        else:
+            raise SynthbenchError("cannot take the lock: its file keeps being replaced", self.path)
         record = {"pid": os.getpid(), "host": socket.gethostname(),
                   "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                   "command": " ".join(sys.argv[:3])}
@@ -66,6 +75,8 @@ class DirectoryLock:
 
     def release(self) -> None:
         if self.fd is not None:
+            if _same_file(self.fd, self.path):
+                self.path.unlink(missing_ok=True)  # still held: nobody can be using this file
             os.close(self.fd)  # closing the descriptor drops the flock
             self.fd = None
 
@@ -74,6 +85,14 @@ class DirectoryLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _read_holder(fd: int) -> dict[str, Any]:

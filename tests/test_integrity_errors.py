@@ -112,7 +112,7 @@ def test_data_prepare_refuses_when_the_disk_cannot_hold_it(tmp_path, monkeypatch
                   "--slices-per-patient", "2", "--workers", "1")
     line = _one_error_line(result, str(tmp_path), "not enough disk space", "1.0 MB free")
     assert "MB" in line.split("needs", 1)[1]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".data.lock"]  # nothing written, no staging left
+    assert list(tmp_path.iterdir()) == []  # nothing written, no staging left, lock released
 
 
 def test_data_prepare_write_error_is_one_line_monkeypatched(tmp_path, monkeypatch):
@@ -126,7 +126,7 @@ def test_data_prepare_write_error_is_one_line_monkeypatched(tmp_path, monkeypatc
     result = _cli("data", "prepare", "phantom", "--out", tmp_path / "data", "--size", "32", "--patients", "3",
                   "--slices-per-patient", "2", "--workers", "1")
     _one_error_line(result, "image.npy", "No space left on device")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".data.lock"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_data_prepare_on_a_full_tmpfs(tmp_path, monkeypatch):
@@ -138,7 +138,7 @@ def test_data_prepare_on_a_full_tmpfs(tmp_path, monkeypatch):
         result = _cli("data", "prepare", "phantom", "--out", small / "data", "--size", "64", "--patients", "4",
                       "--slices-per-patient", "4", "--workers", "1", "--train-factor", "4", "--test-factor", "4")
         _one_error_line(result, str(small), "No space left on device")
-        assert sorted(p.name for p in small.iterdir()) == [".data.lock"]
+        assert list(small.iterdir()) == []
 
 
 # ------------------------------------------------------------------ checkpoints

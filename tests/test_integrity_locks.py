@@ -20,6 +20,7 @@ from synthbench.locking import LOCK_NAME, lock_directory, lock_target
 def test_second_holder_is_refused_with_pid_and_host(tmp_path):
     held = lock_directory(tmp_path / "run")
     try:
+        assert json.loads((tmp_path / "run" / LOCK_NAME).read_text())["pid"] == os.getpid()
         with pytest.raises(SynthbenchError) as err:
             lock_directory(tmp_path / "run")
         message = str(err.value)
@@ -27,8 +28,27 @@ def test_second_holder_is_refused_with_pid_and_host(tmp_path):
         assert f"pid {os.getpid()} on host {socket.gethostname()}" in message
     finally:
         held.release()
-    lock_directory(tmp_path / "run").release()  # free again once released
-    assert json.loads((tmp_path / "run" / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert not (tmp_path / "run" / LOCK_NAME).exists()  # released: the lock file is gone
+    lock_directory(tmp_path / "run").release()  # free again
+
+
+def test_a_lock_file_deleted_by_its_previous_holder_is_not_trusted(tmp_path, monkeypatch):
+    """B opened the lock file while A held it; A released (deleting it) and C locked a new one.
+    B's flock on the deleted file succeeds, but B must see that and meet C's lock."""
+    from synthbench import locking
+
+    a = lock_directory(tmp_path)
+    stale = os.open(tmp_path / LOCK_NAME, os.O_RDWR)
+    a.release()
+    c = lock_directory(tmp_path)
+    try:
+        first = [stale]
+        real_open = os.open
+        monkeypatch.setattr(locking.os, "open", lambda *args, **kw: first.pop() if first else real_open(*args, **kw))
+        with pytest.raises(SynthbenchError, match=f"in use by another process \\(pid {os.getpid()} "):
+            locking.DirectoryLock(tmp_path / LOCK_NAME, "run directory").acquire()
+    finally:
+        c.release()
 
 
 def test_lock_of_a_killed_holder_is_free(tmp_path):
@@ -49,7 +69,7 @@ def test_lock_of_a_killed_holder_is_free(tmp_path):
 def test_data_output_lock_is_beside_the_target(tmp_path):
     held = lock_target(tmp_path / "data", "the prepared data set's output")
     try:
-        assert (tmp_path / ".data.lock").is_file() and not (tmp_path / "data").exists()
+        assert (tmp_path / ".data.lock").is_file() and not (tmp_path / "data").exists()  # beside, not inside
         from synthbench.data.prepare import PhantomSource, prepare
 
         with pytest.raises(SynthbenchError, match="in use by another process"):

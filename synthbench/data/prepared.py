@@ -307,11 +307,13 @@ class PreparedDataset:
         label = torch.stack([lab for _, lab in items])
         return Batch(image=image, label=label, num_classes=self.num_classes, lung=self.lung_mask(label))
 
-    def check_files(self) -> None:
+    def check_files(self) -> bool:
         """Cheap check (sizes and sampled-block fingerprints) that no file changed since it was
-        prepared; a :class:`SynthbenchError` names the first file that did. Data sets prepared
-        before these records existed have nothing to compare (use :meth:`verify_files`)."""
-        for rel, record in (self.manifest.get("files") or {}).items():
+        prepared; a :class:`SynthbenchError` names the first file that did. False when the data
+        set was prepared before these records existed (nothing to compare: :meth:`verify_files`
+        recomputes its content hash)."""
+        files = self.manifest.get("files")
+        for rel, record in (files or {}).items():
             path = self.root / rel
             if not path.is_file():
                 raise SynthbenchError("missing from the prepared data set (prepare it again)", path)
@@ -322,6 +324,7 @@ class PreparedDataset:
             if file_fingerprint(path) != record["fingerprint"]:
                 raise SynthbenchError("changed since it was prepared: its content differs from the manifest's "
                                       "fingerprint (prepare the data set again)", path)
+        return bool(files)
 
     def verify_files(self, show_progress: bool = False) -> str:
         """Full check: every file's sha256 against the manifest (or, for a data set prepared

@@ -52,7 +52,7 @@ def probe_generator(synth, batch) -> torch.Tensor:
         rundir.set_rng_state(saved)
 
 
-def check_run(synth, sample_batch, method: str, step: int) -> str | None:
+def check_run(synth, sample_batch) -> str | None:
     """The first sign of divergence in the networks or on the sample batch, else None."""
     problem = non_finite_tensor(synth)
     if problem is not None:

@@ -224,7 +224,9 @@ def _locked_train(method, ds, out_dir, protocol, seed, variant, options, overrid
         if seed is not None:
             proto.seed = int(seed)
         ckpt_path, state = None, None
-    ds.check_files()  # sizes and fingerprints of the prepared arrays (full hash: 'synthbench data verify')
+    if not ds.check_files() and writer:  # sizes and fingerprints of the prepared arrays
+        _say(f"{ds.root}: prepared by an older synthbench without file records: not checked "
+             f"(run 'synthbench data verify {ds.root}' to recompute its content hash)")
 
     device_type = "cuda" if (proto.device == "auto" and torch.cuda.is_available()) or proto.device.startswith("cuda") else "cpu"
     ctx = distributed.from_env(device_type)
@@ -390,7 +392,7 @@ def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progr
     failure: BaseException | None = None
 
     def check_health() -> None:
-        problem = health.check_run(synth, sample_batch, method, step)
+        problem = health.check_run(synth, sample_batch)
         if distributed.any_rank(problem is not None, ctx, device):
             raise health.divergence_error(method, step, problem or "non-finite values on another rank")
 

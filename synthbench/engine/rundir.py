@@ -122,12 +122,8 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def _save(payload: dict[str, Any], target: Path) -> None:
     """``torch.save`` through a Python file object (a full disk raises ``OSError`` naming
     ``target``, not torch's bare stream error), fsynced before the rename."""
-    with atomic_path(target, suffix=".pt", durable=True) as tmp:
-        try:
-            with open(tmp, "wb") as fh:
-                torch.save(payload, fh)
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, str(target)) from None
+    with atomic_path(target, suffix=".pt", durable=True) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
 
 
 def save_checkpoint(run_dir: Path, step: int, payload: dict[str, Any], keep_last_n: int) -> Path:
@@ -248,8 +244,11 @@ class StepLog:
     def write(self, record: dict[str, Any]) -> None:
         if self.fh is None:
             return
-        self.fh.write(json.dumps(record, default=_scalar) + "\n")
-        self.fh.flush()
+        try:
+            self.fh.write(json.dumps(record, default=_scalar) + "\n")
+            self.fh.flush()
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
 
     def close(self) -> None:
         if self.fh is not None:
