@@ -14,6 +14,11 @@ Steps (paper Sec. "Evaluation"), each reusing finished work so an interrupted co
 5. Downstream U-Net experiments (replace and add, Tables III and IV; 50% replacement with each
    method's images).
 6. Render the report (``OUT/report``).
+
+One comparison at a time may use ``OUT`` (a lock, :mod:`synthbench.locking`). The report's wall
+times are the recorded cost of each piece of work, not of this invocation (which may have
+reused it): training from each run's manifest, data preparation from the prepared manifest,
+synthesis and downstream experiments from ``OUT/wall_times.json``, written when they ran.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from synthbench.data.prepared import PreparedDataset
 from synthbench.engine import get_protocol, train
 from synthbench.errors import SynthbenchError
 from synthbench.io import atomic_write_json
+from synthbench.locking import lock_directory
 from synthbench.plugins import get_registry
 
 
@@ -121,11 +127,14 @@ def _device(requested: str) -> str:
 
 
 def prepare_data(cfg: CompareConfig, image_size: int) -> PreparedDataset:
-    """Use ``cfg.data`` if it is a prepared set; else prepare it (or the phantom) into OUT/data once."""
+    """Use ``cfg.data`` if it is a prepared set (its files verified by full hash, once per
+    invocation); else prepare it (or the phantom) into OUT/data once."""
     from synthbench.data.prepare import PrepareOptions, prepare, resolve_source
 
     if cfg.data is not None and (Path(cfg.data) / "manifest.json").is_file():
-        return PreparedDataset(cfg.data)
+        data = PreparedDataset(cfg.data)
+        data.verify_files(show_progress=cfg.show_progress)
+        return data
     target = cfg.out_dir / "data"
     source_name = cfg.data or "phantom"
     opts = dict(cfg.data_options)
@@ -137,12 +146,15 @@ def prepare_data(cfg: CompareConfig, image_size: int) -> PreparedDataset:
         recorded = json.loads(request_file.read_text()) if request_file.is_file() else None
         if recorded != request:
             raise SynthbenchError(f"holds a data set prepared with other settings ({recorded}); use another --out", target)
-        return PreparedDataset(target)
+        data = PreparedDataset(target)
+        data.verify_files(show_progress=cfg.show_progress)
+        return data
     seed = int(opts.pop("seed", 0))
     source = resolve_source(str(source_name), size=size, seed=seed, config=opts.pop("config", None),
                             effusion=opts.pop("effusion", None), **phantom_kwargs)
     atomic_write_json(request_file, request)  # first: the data folder itself appears atomically
-    prepare(source, target, PrepareOptions(size=size, seed=seed, **opts), show_progress=cfg.show_progress)
+    prepare(source, target, PrepareOptions(size=size, seed=seed, **opts), show_progress=cfg.show_progress,
+            say=lambda text: err_console.print(text, markup=False, highlight=False, soft_wrap=True))
     return PreparedDataset(target)
 
 
@@ -167,9 +179,10 @@ def train_method(cfg: CompareConfig, spec: MethodSpec, seed: int, data: Prepared
     if status == "finished":
         err_console.print(f"[green]reusing finished run[/green] {run_dir}")
         return run_dir
-    resume = any((run_dir / "checkpoints").glob("*.pt"))
+    # a recorded configuration resumes (from step 0 if no checkpoint was written yet)
+    resume = (run_dir / "config.json").is_file()
     if run_dir.exists() and not resume:
-        shutil.rmtree(run_dir)  # our own keyed run, stopped before its first checkpoint
+        shutil.rmtree(run_dir)  # our own keyed run, stopped before it wrote its configuration
     train(
         spec.name,
         data.root,
@@ -178,39 +191,57 @@ def train_method(cfg: CompareConfig, spec: MethodSpec, seed: int, data: Prepared
         seed=seed,
         variant=spec.variant,
         options=options or None,
+        overrides={"device": device} if resume else None,  # a runtime field: this invocation's device
         resume=resume,
         show_progress=cfg.show_progress,
     )
     return run_dir
 
 
-def synthesize_run(run_dir: Path, data: PreparedDataset, split: str, out_dir: Path, device: str, show: bool) -> Path:
-    """Synthesize ``split`` of the data set with a run's final weights (reused when complete)."""
+def synthesize_run(run_dir: Path, data: PreparedDataset, split: str, out_dir: Path, device: str, show: bool,
+                   ledger: _WallTimes | None = None) -> Path:
+    """Synthesize ``split`` of the data set with a run's final weights (reused when complete);
+    the time it took goes to ``ledger`` when it ran."""
     from synthbench.synthesis import synthesize
 
     if (out_dir / "synthesis.json").is_file():
         recorded = json.loads((out_dir / "synthesis.json").read_text())
         if recorded.get("data_hash") == data.content_hash:
             return out_dir
+    t0 = time.perf_counter()
     synthesize(run_dir, data.root, out_dir, split=split, device=device, show_progress=show, overwrite=True)
+    if ledger is not None:
+        ledger.record(f"synthesize {run_dir.name} {split}", time.perf_counter() - t0)
     return out_dir
 
 
 def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
     """Run every step of the comparison; return where the report is."""
-    from synthbench.downstream.experiment import run_experiment
+    from synthbench.downstream.mix import EXPERIMENTS
     from synthbench.downstream.train import UNetProtocol
-    from synthbench.metrics.evaluate import evaluate_folders
-    from synthbench.report import ComparisonResults, MethodRun, render_report
-    from synthbench.report.results import IMAGE_QUALITY_COLUMNS
 
     started = time.perf_counter()
     if cfg.seeds < 1:
         raise SynthbenchError(f"--seeds must be >= 1, got {cfg.seeds}")
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    unknown = [e for e in cfg.experiments if e not in EXPERIMENTS]
+    if unknown:  # checked before hours of training, not after
+        raise SynthbenchError(f"unknown downstream experiment(s) {', '.join(map(repr, unknown))} "
+                              f"(known: {', '.join(EXPERIMENTS)}; empty for none)")
+    unet = UNetProtocol.named(cfg.unet_protocol, **cfg.unet_overrides)
     protocol = get_protocol(cfg.protocol, cfg.protocol_overrides)
     device = _device(cfg.device)
+    with lock_directory(cfg.out_dir, "comparison directory"):
+        return _run_locked(cfg, protocol, device, unet, started)
+
+
+def _run_locked(cfg: CompareConfig, protocol, device: str, unet, started: float) -> ComparisonOutcome:
+    from synthbench.downstream.experiment import run_experiment
+    from synthbench.metrics.evaluate import evaluate_folders
+    from synthbench.report import ComparisonResults, MethodRun, render_report
+    from synthbench.report.results import IMAGE_QUALITY_COLUMNS
+
     atomic_write_json(cfg.out_dir / "compare.json", _config_record(cfg, protocol))
+    ledger = _WallTimes(cfg.out_dir / "wall_times.json")
 
     seeds = [protocol.seed + i for i in range(cfg.seeds)]
     jobs = [(spec, seed) for seed in seeds for spec in cfg.methods]
@@ -227,9 +258,9 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
             bar.update(overall, description=label)
 
         step("preparing data")
-        t0 = time.perf_counter()
         data = prepare_data(cfg, protocol.image_size)
-        wall["data"] = time.perf_counter() - t0
+        if "prepare_seconds" in data.manifest:  # recorded by the preparation itself (older sets: unknown)
+            wall["data"] = float(data.manifest["prepare_seconds"])
         bar.advance(overall)
 
         notes: list[str] = list(data.manifest.get("source", {}).get("warnings", []))
@@ -245,20 +276,20 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
             run_dir, current, done = None, "train", 0
             try:  # one failing method is reported and skipped; the others finish (exit 1 at the end)
                 step(f"training {spec.label} (seed {seed})")
-                t0 = time.perf_counter()
                 run_dir = train_method(cfg, spec, seed, data, device)
-                times["train"] = time.perf_counter() - t0
+                times["train"] = float(json.loads((run_dir / "manifest.json").read_text())["wall_time_s"])
                 bar.advance(overall)
                 done += 1
 
                 current = "synthesize"
                 step(f"synthesizing {spec.label} (seed {seed})")
-                t0 = time.perf_counter()
                 synth_root = run_dir / "synthesis"
-                test_dir = synthesize_run(run_dir, data, "test", synth_root / "test", device, cfg.show_progress)
                 aug_split = "test_aug" if data.has_split("test_aug") and len(data.split("test_aug")) else "test"
-                aug_dir = synthesize_run(run_dir, data, aug_split, synth_root / aug_split, device, cfg.show_progress)
-                times["synthesize"] = time.perf_counter() - t0
+                test_dir = synthesize_run(run_dir, data, "test", synth_root / "test", device, cfg.show_progress, ledger)
+                aug_dir = synthesize_run(run_dir, data, aug_split, synth_root / aug_split, device, cfg.show_progress,
+                                         ledger)
+                times["synthesize"] = sum(ledger.seconds(f"synthesize {run_dir.name} {s}")
+                                          for s in dict.fromkeys(("test", aug_split)))
                 bar.advance(overall)
                 done += 1
 
@@ -289,7 +320,6 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
                                   downstream_dir=aug_dir, wall_times=times, plugin=provenance))
 
         failed = {r.method for r in runs if r.error is not None}
-        unet = UNetProtocol.named(cfg.unet_protocol, **cfg.unet_overrides)
         for seed in seeds:
             synthetic = {r.method: r.downstream_dir for r in runs if r.seed == seed and r.method not in failed}
             primary = next((m.label for m in cfg.methods if m.label in synthetic), None)
@@ -298,18 +328,23 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
                     bar.advance(overall)
                     continue
                 step(f"downstream {experiment} (seed {seed})")
-                t0 = time.perf_counter()
+                key = f"downstream {experiment} seed {seed}"
+                records_before, t0 = _records(cfg.out_dir / "downstream"), time.perf_counter()
                 frame = run_experiment(
                     data.root, synthetic, experiment=experiment, ratios=cfg.ratios,
                     out_dir=cfg.out_dir / "downstream", seed=seed, protocol=unet, device=device,
                     folds=seg_folds, primary=primary,
                 )
+                if _records(cfg.out_dir / "downstream") != records_before:  # some configurations trained now
+                    ledger.record(key, time.perf_counter() - t0, add=True)
                 downstream.append(frame.assign(seed=seed))
-                wall[f"downstream_{experiment}"] = wall.get(f"downstream_{experiment}", 0.0) + time.perf_counter() - t0
+                wall[f"downstream_{experiment}"] = wall.get(f"downstream_{experiment}", 0.0) + ledger.seconds(key)
                 bar.advance(overall)
 
         step("rendering report")
-        wall["total"] = time.perf_counter() - started
+        # the recorded cost of everything the report shows (this invocation may have reused most of it)
+        wall["total"] = sum(v for k, v in wall.items() if k != "total") + sum(sum(r.wall_times.values()) for r in runs)
+        wall["this invocation"] = time.perf_counter() - started
         results = ComparisonResults(
             protocol=protocol.name,
             dataset=_describe_data(data),
@@ -329,6 +364,29 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
                              failures=[r for r in runs if r.error is not None])
 
 
+class _WallTimes:
+    """``OUT/wall_times.json``: the seconds each piece of work took when it actually ran (a
+    reuse in a later invocation keeps the recorded time instead of publishing ~0 s)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.times: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def seconds(self, key: str) -> float:
+        return float(self.times.get(key, 0.0))
+
+    def record(self, key: str, seconds: float, add: bool = False) -> None:
+        """``add``: work done in parts over several invocations (resumed downstream experiments)."""
+        self.times[key] = (self.seconds(key) if add else 0.0) + seconds
+        atomic_write_json(self.path, self.times)
+
+
+def _records(downstream_dir: Path) -> dict[str, int]:
+    """Downstream configuration records and their modification times (a change: work was done)."""
+    folder = downstream_dir / "configs"
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")} if folder.is_dir() else {}
+
+
 def _one_line(exc: BaseException) -> str:
     """An exception as one line: a SynthbenchError's own message, else ``Type: message``."""
     text = str(exc) if isinstance(exc, SynthbenchError) else f"{type(exc).__name__}: {exc}"
@@ -338,6 +396,29 @@ def _one_line(exc: BaseException) -> str:
 def _debug_trace() -> None:
     if os.environ.get("SYNTHBENCH_DEBUG"):
         traceback.print_exc()
+
+
+class _WallTimes:
+    """``OUT/wall_times.json``: the seconds each piece of work took when it actually ran (a
+    reuse in a later invocation keeps the recorded time instead of publishing ~0 s)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.times: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def seconds(self, key: str) -> float:
+        return float(self.times.get(key, 0.0))
+
+    def record(self, key: str, seconds: float, add: bool = False) -> None:
+        """``add``: work done in parts over several invocations (resumed downstream experiments)."""
+        self.times[key] = (self.seconds(key) if add else 0.0) + seconds
+        atomic_write_json(self.path, self.times)
+
+
+def _records(downstream_dir: Path) -> dict[str, int]:
+    """Downstream configuration records and their modification times (a change: work was done)."""
+    folder = downstream_dir / "configs"
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")} if folder.is_dir() else {}
 
 
 def _fold_count(requested: int, n: int, per_fold: int, what: str, notes: list[str]) -> int:

@@ -35,11 +35,29 @@ Python API (every method trains through exactly this)::
   overrides). The order of every epoch comes from a ``DistributedSampler`` seeded with the run
   seed and the epoch number (also in single-process runs), so a resumed run sees the same order
   and skips the batches already done. The data set is identified by its content hash.
-* Resume (``resume=True``, CLI ``--resume``): the recorded configuration is reloaded; the latest
-  checkpoint restores networks, optimizers, schedulers, grad scaler, RNG states (torch, numpy,
-  python, CUDA) and the position (stage, epoch, batch, step). On CPU in deterministic mode the
-  weights at the end equal an uninterrupted run's exactly. Only runtime fields
-  (``stop_after_steps``, ``device``, ``workers``, ``checkpoint_every``, ``keep_last_n``) may change.
+* Resume (``resume=True``, CLI ``--resume``): the recorded configuration is reloaded; the newest
+  readable checkpoint (an unreadable newer one, cut by a host crash, is skipped and said so)
+  restores networks, optimizers, schedulers, grad scaler, RNG states (torch, numpy, python,
+  CUDA) and the position (stage, epoch, batch, step). A checkpoint taken at the end of a stage
+  points at the next stage; its optimizer/scheduler states belong to the finished stage
+  (``optimizer_stage``) and are not loaded: the next stage starts with new optimizers, exactly
+  as an uninterrupted run does. A run stopped before its first checkpoint restarts from step 0.
+  On CPU in deterministic mode the weights at the end equal an uninterrupted run's exactly
+  (also after ``kill -9``, SIGINT or SIGTERM at a stage boundary; tested). Only runtime fields
+  (``stop_after_steps``, ``device``, ``workers``, ``checkpoint_every``, ``keep_last_n``) may
+  change; ``stop_after_steps`` applies to one invocation and is never recorded.
+* Interrupts (:mod:`synthbench.engine.interrupts`): the first SIGINT/SIGTERM finishes the step,
+  writes a checkpoint, records ``interrupted`` and raises ``RunInterrupted`` (CLI: exit 130 with
+  the resume command); a second Ctrl-C stops at once.
+* One writer: the run directory is locked (``RUN/.synthbench.lock``, :mod:`synthbench.locking`)
+  for the whole call; a second process is refused at once naming the holder's pid and host.
+  Temporary files of a killed writer are removed at the next start.
+* Divergence (:mod:`synthbench.engine.health`): at every checkpoint (before writing it) and at the
+  end (before ``final.pt``) every parameter and buffer and the generator's output on the sample
+  batch must be finite, and so must every sample grid; otherwise ``DivergenceError`` (a
+  ``NonFiniteLossError``) names the tensor and the last good checkpoint.
+* Data: ``train`` compares the prepared files' sizes and fingerprints with their manifest first
+  (:meth:`synthbench.data.prepared.PreparedDataset.check_files`).
 * Distributed: under torchrun see :mod:`synthbench.engine.distributed`; only rank 0 writes.
 
 Run directory layout::
@@ -50,15 +68,18 @@ Run directory layout::
     RUN/manifest.json           seed, versions (python, torch, synthbench, ...), git commit, hardware,
                                 plugin (name, distribution, version), data hash, pretrained weights
                                 (sha256), parameter counts, start/end time, resumed_at, status
-                                (running / finished / stopped / failed), steps, wall time, images/s
+                                (running / finished / stopped / interrupted / failed), steps,
+                                wall time (all invocations together), images/s
     RUN/log.jsonl               one line per step: step, stage, epoch, batch, loss/<optimizer>,
                                 the plugin's logs, lr/<optimizer>, images_per_second, time
     RUN/samples/epoch_NNN.png   per epoch: rows of fixed training samples, columns label (class
                                 colours), real, fake
-    RUN/checkpoints/ckpt_NNNNNNN.pt   every ``checkpoint_every`` steps and at the end (atomic;
-                                the newest ``keep_last_n`` kept): nets, optimizers, schedulers,
-                                scaler, rng, position, elapsed_s
-    RUN/final.pt                {"format", "method", "nets"}: the final weights
+    RUN/checkpoints/ckpt_NNNNNNN.pt   every ``checkpoint_every`` steps, on a stop or an interrupt
+                                and at the end (atomic, fsynced; the newest ``keep_last_n`` kept):
+                                nets, optimizer_stage, optimizers, schedulers, scaler, rng,
+                                position, elapsed_s
+    RUN/final.pt                {"format", "method", "nets"}: the final weights (atomic, fsynced)
+    RUN/.synthbench.lock        the lock of the process writing the run (pid, host, since)
 
 ``log.jsonl`` is appended and flushed every step (on resume, records after the checkpoint are
 dropped); every other file is written atomically through :mod:`synthbench.io`.
@@ -76,8 +97,12 @@ from synthbench.errors import SynthbenchError
 
 
 def load_synthesizer(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None):
-    """The run's synthesizer with its final weights (else the latest checkpoint), in eval mode."""
-    from synthbench.engine import rundir
+    """The run's synthesizer with its final weights (else the newest readable checkpoint), in eval mode.
+
+    Weights that do not fit the networks, or hold NaN/inf (a diverged run of an older
+    version), are a :class:`SynthbenchError` naming the file.
+    """
+    from synthbench.engine import health, rundir
     from synthbench.plugins import get_registry
 
     run_dir = Path(run_dir)
@@ -86,19 +111,22 @@ def load_synthesizer(run_dir: str | Path, device: str | torch.device = "cpu", ch
     synth = cls(num_classes=config["num_classes"], image_size=config["image_size"],
                 options=config.get("options"), variant=None)
     synth.variant = config.get("variant")
+    if checkpoint is None and (run_dir / rundir.FINAL).is_file():
+        checkpoint = run_dir / rundir.FINAL
     if checkpoint is None:
-        final = run_dir / rundir.FINAL
-        ckpts = rundir.list_checkpoints(run_dir)
-        if final.is_file():
-            checkpoint = final
-        elif ckpts:
-            checkpoint = ckpts[-1]
-        else:
+        from synthbench.cli.console import err_console
+
+        checkpoint, state = rundir.load_latest_checkpoint(
+            run_dir, say=lambda m: err_console.print(m, markup=False, soft_wrap=True))
+        if checkpoint is None:
             raise SynthbenchError("run has no final weights and no checkpoint", run_dir)
-    state = rundir.load_checkpoint(Path(checkpoint), map_location="cpu")
+    else:
+        state = rundir.load_checkpoint(Path(checkpoint), map_location="cpu")
     if state.get("method", config["method"]) != config["method"]:
         raise SynthbenchError(f"weights are for {state.get('method')!r}, the run is {config['method']!r}", checkpoint)
-    synth.load_state_dict(state["nets"])
+    rundir.load_nets(synth, state["nets"], Path(checkpoint))
+    if (problem := health.non_finite_tensor(synth)) is not None:
+        raise SynthbenchError(f"the weights hold non-finite values ({problem}): the run diverged", checkpoint)
     synth.to(device)
     synth.train(False)
     synth.run_dir = run_dir

@@ -66,6 +66,16 @@ def from_env(device_type: str) -> DistContext:
     return DistContext(rank, world, local_rank, initialized_here)
 
 
+def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on any rank (a stop decision all ranks must share,
+    or the ranks still in the loop would wait for the others forever)."""
+    if not ctx.enabled:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
 def sync_buffers(synth, ctx: DistContext) -> None:
     """Broadcast rank 0's buffers (BatchNorm running statistics) so every rank ends identical.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,12 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from synthbench.data.prepared import PreparedDataset
-from synthbench.engine import distributed, rundir
+from synthbench.engine import distributed, health, interrupts, rundir
 from synthbench.engine.protocol import RUNTIME_FIELDS, Protocol, get_protocol
 from synthbench.engine.samples import sample_grid, save_png
 from synthbench.errors import NonFiniteLossError, SynthbenchError
-from synthbench.io import atomic_write_json
+from synthbench.io import atomic_write_json, find_user_os_error
+from synthbench.locking import lock_directory
 from synthbench.options import build_options
 from synthbench.output_check import check_generated
 from synthbench.plugins import get_registry
@@ -69,6 +71,7 @@ class _ListSampler(Sampler):
 def _seed_worker(worker_id: int) -> None:
     import random
 
+    interrupts.ignore_in_worker()
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -139,8 +142,10 @@ def _plugin_record(method: str) -> dict[str, Any]:
     return get_registry().provenance("synthesizers", method)
 
 
-def _occupied(path: Path) -> bool:
-    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+def _say(message: str) -> None:
+    from synthbench.cli.console import err_console
+
+    err_console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def train(
@@ -155,16 +160,42 @@ def train(
     resume: bool = False,
     show_progress: bool = True,
 ) -> RunResult:
-    """Train ``method`` on the prepared data set ``data_dir`` into the run directory ``out_dir``."""
+    """Train ``method`` on the prepared data set ``data_dir`` into the run directory ``out_dir``.
+
+    The run directory is locked for the whole call (:mod:`synthbench.locking`); a second process
+    is refused at once. A SIGINT/SIGTERM writes a checkpoint and raises
+    :class:`synthbench.engine.interrupts.RunInterrupted`.
+    """
     out_dir = Path(out_dir)
     ds = PreparedDataset(data_dir)
+    writer = int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 owns the directory
+    created = not out_dir.exists()
+    lock = lock_directory(out_dir) if writer else None
+    try:
+        return _locked_train(method, ds, out_dir, protocol, seed, variant, options, overrides, resume, show_progress, writer)
+    except BaseException:
+        if created and writer and rundir.is_unstarted(out_dir):
+            shutil.rmtree(out_dir, ignore_errors=True)  # refused before writing anything: leave no trace
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _locked_train(method, ds, out_dir, protocol, seed, variant, options, overrides, resume, show_progress, writer):
     config_path = out_dir / "config.json"
+    if writer and (removed := rundir.remove_run_leftovers(out_dir)):
+        _say(f"removed {len(removed)} temporary file(s) left by an interrupted run: {', '.join(p.name for p in removed)}")
     if resume:
+        if not config_path.is_file() and rundir.is_unstarted(out_dir):
+            raise SynthbenchError("nothing to resume: the run was stopped before it wrote its configuration "
+                                  "(start it again without --resume)", out_dir)
         config = rundir.read_json(config_path)
         if config.get("method") != method:
             raise SynthbenchError(f"run was trained with method {config.get('method')!r}, not {method!r}", config_path)
         plan_changes = {k: v for k, v in (overrides or {}).items() if k not in RUNTIME_FIELDS}
-        if plan_changes or options or (variant is not None and variant != config.get("variant")) or (
+        if plan_changes or (options and options != (config.get("explicit_options") or {})) or (
+            variant is not None and variant != config.get("variant")) or (
             seed is not None and seed != config["protocol"]["seed"]
         ):
             raise SynthbenchError(
@@ -175,35 +206,43 @@ def train(
         if ds.content_hash != config["data"]["content_hash"]:
             raise SynthbenchError(
                 f"data set content hash {ds.content_hash[:12]} differs from the run's {config['data']['content_hash'][:12]}",
-                data_dir,
+                ds.root,
             )
-        proto = Protocol.from_dict(config["protocol"]).replace(overrides).validate()
+        # stop_after_steps belongs to one invocation (configs of older versions recorded it)
+        proto = Protocol.from_dict(config["protocol"]).replace({"stop_after_steps": None, **(overrides or {})}).validate()
         variant, options = config.get("variant"), config.get("explicit_options") or {}
-        checkpoints = rundir.list_checkpoints(out_dir)
-        if not checkpoints:
-            raise SynthbenchError("no checkpoint to resume from", out_dir / "checkpoints")
-        ckpt_path = checkpoints[-1]
+        ckpt_path, state = rundir.load_latest_checkpoint(out_dir, say=_say if writer else None)
+        if ckpt_path is None and writer:
+            _say(f"{out_dir}: no checkpoint yet (stopped before the first one): training from step 0 "
+                 "with the recorded configuration")
     else:
-        if _occupied(out_dir):
+        if writer and not rundir.is_unstarted(out_dir):
             raise SynthbenchError("run directory is not empty (use --resume to continue it, or another --out)", out_dir)
         proto = get_protocol(protocol, overrides)
         if seed is not None:
             proto.seed = int(seed)
-        ckpt_path = None
+        ckpt_path, state = None, None
+    if not ds.check_files() and writer:  # sizes and fingerprints of the prepared arrays
+        _say(f"{ds.root}: prepared by an older synthbench without file records: not checked "
+             f"(run 'synthbench data verify {ds.root}' to recompute its content hash)")
 
     device_type = "cuda" if (proto.device == "auto" and torch.cuda.is_available()) or proto.device.startswith("cuda") else "cpu"
     ctx = distributed.from_env(device_type)
     det_before = torch.are_deterministic_algorithms_enabled()
     cudnn_before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     try:
-        return _train(method, ds, out_dir, proto, variant, options, ckpt_path, show_progress, ctx)
+        return _train(method, ds, out_dir, proto, variant, options, (ckpt_path, state) if resume else None,
+                      show_progress, ctx)
     finally:
         torch.use_deterministic_algorithms(det_before)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_before
         ctx.close()
 
 
-def _train(method, ds, out_dir, proto, variant, options, ckpt_path, show_progress, ctx) -> RunResult:
+def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progress, ctx) -> RunResult:
+    """``resume_from``: None for a new run, else (checkpoint path, its state), both None when a
+    resumed run had not written its first checkpoint (it restarts from step 0)."""
+    ckpt_path, state = resume_from if resume_from is not None else (None, None)
     device = _resolve_device(proto.device, ctx.local_rank)
     on_cuda = device.type == "cuda"
     # ---------------------------------------------------------------- determinism and speed knobs
@@ -250,7 +289,7 @@ def _train(method, ds, out_dir, proto, variant, options, ckpt_path, show_progres
     probe = sample_batch if sample_batch is not None else (
         ds.collate([dataset[i] for i in range(min(2, len(dataset)))]).to(device, memory_format))
     with torch.random.fork_rng(devices=[device.index or 0] if on_cuda else []):  # the check leaves training's RNG as it was
-        _generate_checked(synth, probe, "on the first sample batch (before training)")
+        _generate_checked(synth, probe, "on the first sample batch (before training)", trained=False)
 
     # ---------------------------------------------------------------- run directory
     explicit_options = {**(options or {})}
@@ -261,7 +300,7 @@ def _train(method, ds, out_dir, proto, variant, options, ckpt_path, show_progres
         "options": synth.options,
         "num_classes": ds.num_classes,
         "image_size": ds.size,
-        "protocol": proto.to_dict(),
+        "protocol": {**proto.to_dict(), "stop_after_steps": None},  # --stop-after: this invocation only
         "seed": proto.seed,
         "data": {"dir": str(Path(ds.root).resolve()), "content_hash": ds.content_hash, "split": split,
                  "train_count": len(dataset), "spec": ds.spec.to_dict()},
@@ -286,9 +325,10 @@ def _train(method, ds, out_dir, proto, variant, options, ckpt_path, show_progres
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "samples").mkdir(exist_ok=True)
         (out_dir / "checkpoints").mkdir(exist_ok=True)
-        if ckpt_path is None:
+        if resume_from is None or not (out_dir / "config.json").is_file():
             atomic_write_json(out_dir / "config.json", config)
-        manifest = rundir.read_json(out_dir / "manifest.json") if ckpt_path is not None else {}
+        has_manifest = resume_from is not None and (out_dir / "manifest.json").is_file()
+        manifest = rundir.read_json(out_dir / "manifest.json") if has_manifest else {}
         manifest.update({
             "method": method,
             "seed": proto.seed,
@@ -304,22 +344,20 @@ def _train(method, ds, out_dir, proto, variant, options, ckpt_path, show_progres
             "end_time": None,
         })
         manifest.setdefault("start_time", started)
-        if ckpt_path is not None:
+        if resume_from is not None:
             manifest.setdefault("resumed_at", []).append(started)
         rundir.write_manifest(out_dir, manifest)
 
     # ---------------------------------------------------------------- resume state
-    state = None
     step, stage_index, epoch_in_stage, batch_in_epoch, global_epoch, elapsed_before = 0, 0, 0, 0, 0, 0.0
-    if ckpt_path is not None:
-        state = rundir.load_checkpoint(ckpt_path, map_location="cpu")
-        synth.load_state_dict(state["nets"])
+    if state is not None:
+        rundir.load_nets(synth, state["nets"], ckpt_path)
         pos = state["position"]
         step, stage_index, epoch_in_stage = pos["step"], pos["stage_index"], pos["epoch_in_stage"]
         batch_in_epoch, global_epoch = pos["batch_in_epoch"], pos["global_epoch"]
         elapsed_before = float(state.get("elapsed_s", 0.0))
-        if writer:
-            rundir.StepLog.truncate_after(out_dir / "log.jsonl", step)
+    if resume_from is not None and writer:
+        rundir.StepLog.truncate_after(out_dir / "log.jsonl", step)
     log = rundir.StepLog(out_dir / "log.jsonl", enabled=writer)
 
     scaler = torch.amp.GradScaler(device.type, enabled=(precision == "fp16"))
@@ -328,11 +366,14 @@ def _train(method, ds, out_dir, proto, variant, options, ckpt_path, show_progres
     steps_this_call = 0
     last_ckpt: Path | None = ckpt_path
 
-    def checkpoint_payload(position: dict[str, int], optimizers, schedulers) -> dict[str, Any]:
+    def checkpoint_payload(position: dict[str, int], stage: str, optimizers, schedulers) -> dict[str, Any]:
         return {
             "format": "synthbench-checkpoint/1",
             "method": method,
             "nets": synth.state_dict(),
+            # The optimizer and scheduler states belong to ``stage``; at a stage's end the position
+            # already names the next stage, which starts with new optimizers (see resume below).
+            "optimizer_stage": stage,
             "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
@@ -349,8 +390,16 @@ def _train(method, ds, out_dir, proto, variant, options, ckpt_path, show_progres
 
         progress_cm = progress(TextColumn("{task.fields[info]}"))
     stop = False
+    interrupted: str | None = None
+    failure: BaseException | None = None
+
+    def check_health() -> None:
+        problem = health.check_run(synth, sample_batch)
+        if distributed.any_rank(problem is not None, ctx, device):
+            raise health.divergence_error(method, step, problem or "non-finite values on another rank")
+
     try:
-        with progress_cm as bar:
+        with progress_cm as bar, interrupts.deferred_interrupts() as signal_flag:
             task = bar.add_task(method, total=total_steps, completed=step, info="") if bar is not None else None
             for si in range(stage_index, len(plans)):
                 plan = plans[si]
@@ -365,7 +414,11 @@ def _train(method, ds, out_dir, proto, variant, options, ckpt_path, show_progres
                         optimizers[name], lr_lambda(plan.steps, proto.lr_schedule, proto.decay_start))
                 stage_start_step = sum(p.steps for p in plans[:si])
                 if state is not None and si == stage_index:
-                    for name, opt in optimizers.items():
+                    # Optimizer/scheduler states are this stage's unless the checkpoint was taken at
+                    # the end of the previous stage (older checkpoints do not name their stage: then
+                    # a position at the stage's first step means the previous stage's states).
+                    own = state.get("optimizer_stage", plan.name if step > stage_start_step else None) == plan.name
+                    for name, opt in optimizers.items() if own else ():
                         opt.load_state_dict(state["optimizers"][name])
                         schedulers[name].load_state_dict(state["schedulers"][name])
                     if state.get("scaler"):
@@ -425,13 +478,18 @@ def _train(method, ds, out_dir, proto, variant, options, ckpt_path, show_progres
                             pos = {"step": step, "stage_index": si, "epoch_in_stage": pos_epoch,
                                    "batch_in_epoch": pos_b, "global_epoch": pos_ge}
                         stop = proto.stop_after_steps is not None and steps_this_call >= proto.stop_after_steps
+                        if distributed.any_rank(signal_flag.is_set, ctx, device) and step < total_steps:
+                            interrupted = signal_flag.signal_name or "a signal on another rank"
+                            stop = True
                         if end_of_epoch or end_of_stage:
                             if writer and proto.sample_every_epoch and sample_batch is not None:
                                 _write_samples(synth, sample_batch, ds, out_dir / "samples" / f"epoch_{global_epoch + 1:03d}.png")
                             global_epoch += 1
-                        if writer and (step % proto.checkpoint_every == 0 or stop or step == total_steps):
-                            last_ckpt = rundir.save_checkpoint(out_dir, step, checkpoint_payload(pos, optimizers, schedulers),
-                                                               proto.keep_last_n)
+                        if step % proto.checkpoint_every == 0 or stop or step == total_steps:
+                            check_health()  # a diverged state never becomes the newest checkpoint
+                            if writer:
+                                last_ckpt = rundir.save_checkpoint(
+                                    out_dir, step, checkpoint_payload(pos, plan.name, optimizers, schedulers), proto.keep_last_n)
                         if end_of_stage or stop:
                             break
                     if stop:
@@ -439,27 +497,38 @@ def _train(method, ds, out_dir, proto, variant, options, ckpt_path, show_progres
                 if stop:
                     break
         distributed.sync_buffers(synth, ctx)
-        status = "stopped" if stop and step < total_steps else "finished"
-        if status == "finished" and writer:
-            rundir.save_final(out_dir, {"format": "synthbench-weights/1", "method": method, "nets": synth.state_dict()})
+        status = "interrupted" if interrupted else "stopped" if stop and step < total_steps else "finished"
+        if status == "finished":
+            check_health()
+            if writer:
+                rundir.save_final(out_dir, {"format": "synthbench-weights/1", "method": method, "nets": synth.state_dict()})
     except NonFiniteLossError as exc:
-        status = "failed"
-        raise NonFiniteLossError(
+        status, failure = "failed", exc
+        raise type(exc)(
             f"{exc}; last good checkpoint: {last_ckpt if last_ckpt else 'none written yet'}"
         ) from None
-    except BaseException:
-        status = "failed"
+    except KeyboardInterrupt as exc:  # a second Ctrl-C: stopped at once, the newest checkpoint stays
+        status, failure = "interrupted", exc
+        raise
+    except BaseException as exc:
+        status, failure = "failed", exc
         raise
     finally:
-        log.close()
         wall = time.perf_counter() - t_start
-        if writer and (out_dir / "manifest.json").exists():
-            manifest = rundir.read_json(out_dir / "manifest.json")
-            manifest.update({"status": status, "end_time": rundir.now(), "steps": step,
-                             "wall_time_s": elapsed_before + wall, "images_per_second": images_done / max(wall, 1e-9)})
-            rundir.write_manifest(out_dir, manifest)
-        if status != "failed":
+        try:
+            log.close()
+            if writer and (out_dir / "manifest.json").exists():
+                manifest = rundir.read_json(out_dir / "manifest.json")
+                manifest.update({"status": status, "end_time": rundir.now(), "steps": step,
+                                 "wall_time_s": elapsed_before + wall, "images_per_second": images_done / max(wall, 1e-9)})
+                rundir.write_manifest(out_dir, manifest)
+        except OSError:
+            if failure is None or find_user_os_error(failure) is None:
+                raise  # else the disk is full or read-only: the first error is the one to report
+        if status not in ("failed", "interrupted") or interrupted:
             ctx.barrier()
+    if interrupted:
+        raise interrupts.RunInterrupted(interrupted, out_dir, step, last_ckpt)
     return RunResult(out_dir, step, global_epoch, wall, images_done / max(wall, 1e-9), last_losses, status, synth)
 
 
@@ -499,17 +568,19 @@ def _iteration(synth, stage, batch, optimizers, scaler, autocast, method, step) 
 
 
 @torch.no_grad()
-def _generate_checked(synth: Synthesizer, batch, where: str) -> torch.Tensor:
+def _generate_checked(synth: Synthesizer, batch, where: str, trained: bool = True) -> torch.Tensor:
     """``generate()`` on a batch, its output checked against the contract (:mod:`synthbench.output_check`)."""
     try:
         fake = synth.generate(batch.onehot.to(batch.image.dtype), style=batch.image)
     finally:
         synth.train(True)
+    if trained and (problem := health.generated_problem(fake)) is not None:  # else: a contract problem
+        raise health.DivergenceError(f"{synth.name}: the run diverged: {where}: {problem}; training stopped")
     check_generated(fake, synth.name, len(batch), batch.image.shape[-1], where)
     return fake
 
 
 @torch.no_grad()
 def _write_samples(synth: Synthesizer, batch, ds: PreparedDataset, path: Path) -> None:
-    fake = _generate_checked(synth, batch, f"for the sample grid {path.name}")
+    fake = _generate_checked(synth, batch, f"sample grid {path.name}")
     save_png(sample_grid(batch.label, batch.image, fake, ds.spec), path)

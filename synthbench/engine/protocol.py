@@ -77,7 +77,9 @@ class Protocol:
         return dataclasses.replace(self, **overrides)
 
     def validate(self) -> Protocol:
-        problems = []
+        problems = _type_problems(self)
+        if problems:  # the range checks below assume the right types
+            raise SynthbenchError(f"protocol {self.name!r}: " + "; ".join(problems))
         if self.epochs < 1:
             problems.append(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -109,6 +111,34 @@ class Protocol:
         kwargs = {k: v for k, v in d.items() if k in known}
         kwargs["method_betas"] = {k: tuple(v) for k, v in kwargs.get("method_betas", {}).items()}
         return cls(**kwargs)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def _type_problems(protocol: Protocol) -> list[str]:
+    """Fields whose value has the wrong type (``--set lr=fast``), from the dataclass annotations."""
+    problems = []
+    for f in dataclasses.fields(protocol):
+        value = getattr(protocol, f.name)
+        kind = str(f.type).replace(" ", "")
+        optional = kind.endswith("|None")
+        kind = kind.removesuffix("|None")
+        if value is None and optional:
+            continue
+        if kind in _TYPES:
+            ok = isinstance(value, _TYPES[kind]) and (kind == "bool" or not isinstance(value, bool))
+            expected = _TYPE_WORDS[kind] + (" or none" if optional else "")
+        elif kind == "Any":  # the "auto"-or-switch fields
+            ok, expected = value == "auto" or isinstance(value, bool), "auto, true or false"
+        elif kind.startswith("dict"):
+            ok, expected = isinstance(value, dict), "a table"
+        else:
+            continue
+        if not ok:
+            problems.append(f"{f.name} must be {expected}, got {value!r}")
+    return problems
 
 
 #: The paper's protocol (Sec. "Implementation details") on its 512 x 512 slices.

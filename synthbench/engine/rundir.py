@@ -1,7 +1,9 @@
 """Run directory: config, manifest, step log, sample grids, checkpoints (engine docs for the layout).
 
-Checkpoints are written with :func:`synthbench.io.atomic_path` and read with
-``torch.load(..., weights_only=True)``; everything inside is tensors or plain Python types.
+Checkpoints and final weights are written with :func:`synthbench.io.atomic_path` (fsynced
+before the rename) and read with ``torch.load(..., weights_only=True)``; everything inside is
+tensors or plain Python types. Resuming takes the newest *readable* checkpoint: a file cut by a
+host crash is skipped, and said so.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ import numpy as np
 import torch
 
 from synthbench.errors import SynthbenchError
-from synthbench.io import atomic_path, atomic_write_json, atomic_write_text
+from synthbench.io import atomic_path, atomic_write_json, atomic_write_text, remove_leftovers
+from synthbench.locking import LOCK_NAME
 
 CKPT_RE = re.compile(r"^ckpt_(\d{7})\.pt$")
 FINAL = "final.pt"
+#: Folders the engine creates inside a run directory before anything else.
+SUBDIRS = ("samples", "checkpoints")
 
 
 def now() -> str:
@@ -114,30 +119,104 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if CKPT_RE.match(p.name))
 
 
+def _save(payload: dict[str, Any], target: Path) -> None:
+    """``torch.save`` through a Python file object (a full disk raises ``OSError`` naming
+    ``target``, not torch's bare stream error), fsynced before the rename."""
+    with atomic_path(target, suffix=".pt", durable=True) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
+
+
 def save_checkpoint(run_dir: Path, step: int, payload: dict[str, Any], keep_last_n: int) -> Path:
     """Write ``checkpoints/ckpt_NNNNNNN.pt`` atomically, then drop all but the newest ``keep_last_n``."""
     target = Path(run_dir) / "checkpoints" / f"ckpt_{step:07d}.pt"
-    with atomic_path(target, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+    _save(payload, target)
     for old in list_checkpoints(run_dir)[:-keep_last_n]:
         old.unlink(missing_ok=True)
     return target
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint or weights file, tensors and plain types only (``weights_only=True``)."""
+    import pickle
+
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError as exc:
         raise SynthbenchError("checkpoint not found", path) from exc
-    except Exception as exc:  # unpickling / zip errors: a corrupt or foreign file
-        raise SynthbenchError(f"cannot read checkpoint: {type(exc).__name__}: {exc}", path) from exc
+    except pickle.UnpicklingError as exc:  # torch's message advises an unsafe load: not repeated here
+        raise SynthbenchError("refused: the file holds Python objects other than tensors and plain types "
+                              "(loading them could run code); it is not a synthbench checkpoint", path) from exc
+    except Exception as exc:  # zip / stream errors: a truncated or foreign file
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise SynthbenchError(f"cannot read checkpoint (corrupt or truncated): {type(exc).__name__}: {detail}", path) from exc
+    if not isinstance(state, dict) or not isinstance(state.get("nets"), dict):
+        raise SynthbenchError("not a synthbench checkpoint (no 'nets' entry)", path)
+    return state
+
+
+def load_latest_checkpoint(run_dir: Path, say=None) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest checkpoint that loads, with its path (``None, None`` when there is none).
+
+    An unreadable newer checkpoint (cut by a host crash) is skipped and reported through
+    ``say(message)``; when checkpoints exist but none loads, the error names them all.
+    """
+    checkpoints = list_checkpoints(run_dir)
+    problems = []
+    for path in reversed(checkpoints):
+        try:
+            state = load_checkpoint(path)
+        except SynthbenchError as exc:
+            problems.append(str(exc))
+            continue
+        for problem in problems:
+            if say is not None:
+                say(f"skipping an unreadable checkpoint: {problem}; resuming from {path.name}")
+        return path, state
+    if problems:
+        raise SynthbenchError(f"no checkpoint is readable ({'; '.join(problems)})", Path(run_dir) / "checkpoints")
+    return None, None
+
+
+def load_nets(synth, nets: dict[str, Any], path: Path) -> None:
+    """``synth.load_state_dict(nets)`` with a one-line error naming ``path`` when they do not fit."""
+    try:
+        synth.load_state_dict(nets)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines[1:] if "size mismatch" in ln or "Missing key" in ln or "Unexpected key" in ln),
+                      lines[0] if lines else type(exc).__name__)
+        raise SynthbenchError(f"weights do not fit the run's networks (other options, size or classes?): {detail}",
+                              path) from exc
 
 
 def save_final(run_dir: Path, payload: dict[str, Any]) -> Path:
     target = Path(run_dir) / FINAL
-    with atomic_path(target, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+    _save(payload, target)
     return target
+
+
+# --------------------------------------------------------------------------- directory states
+def is_unstarted(run_dir: Path) -> bool:
+    """True if ``run_dir`` holds nothing a run wrote (only its lock, empty engine folders and
+    temporary leftovers): a run killed before it wrote its configuration, or an empty folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return True
+    if not run_dir.is_dir():
+        return False
+    for entry in run_dir.iterdir():
+        if entry.name == LOCK_NAME or (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            continue
+        if entry.name in SUBDIRS and entry.is_dir() and not any(entry.iterdir()):
+            continue
+        return False
+    return True
+
+
+def remove_run_leftovers(run_dir: Path) -> list[Path]:
+    """Temporary files of a killed writer (partial checkpoints, manifests, sample grids)."""
+    run_dir = Path(run_dir)
+    return [p for folder in (run_dir, *(run_dir / d for d in SUBDIRS)) for p in remove_leftovers(folder)]
 
 
 # --------------------------------------------------------------------------- step log
@@ -165,14 +244,16 @@ class StepLog:
     def write(self, record: dict[str, Any]) -> None:
         if self.fh is None:
             return
-        self.fh.write(json.dumps(record, default=_scalar) + "\n")
-        self.fh.flush()
+        try:
+            self.fh.write(json.dumps(record, default=_scalar) + "\n")
+            self.fh.flush()
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
 
     def close(self) -> None:
         if self.fh is not None:
-            self.fh.close()
-            self.fh = None
-
+            fh, self.fh = self.fh, None
+            fh.close()
 
 def _scalar(value: Any) -> Any:
     if isinstance(value, torch.Tensor):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from synthbench.cli.console import console
+from synthbench.cli.console import console, err_console
 
 bench_app = typer.Typer(help="Benchmark suites (benchmarks/*.toml).", no_args_is_help=True)
 
@@ -77,8 +77,16 @@ def bench_run(
 
 def _run(cfg) -> None:
     from synthbench.compare import run_comparison
+    from synthbench.engine.interrupts import EXIT_INTERRUPTED
+    from synthbench.io import user_errors_from_os
 
-    outcome = run_comparison(cfg)
+    try:
+        with user_errors_from_os(cfg.out_dir):
+            outcome = run_comparison(cfg)
+    except KeyboardInterrupt as exc:  # RunInterrupted (checkpoint written) or a second Ctrl-C
+        err_console.print(f"{exc or 'interrupted'}; run the same command again to resume (finished work is reused)",
+                          markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     console.print(f"comparison finished in {outcome.wall_time_s / 60:.1f} min")
     console.print(f"report: {outcome.report_dir / 'report.html'}")
     console.print(f"leaderboard: {outcome.report_dir / 'leaderboard.md'}")

@@ -48,14 +48,29 @@ def prepare_cmd(
     src = resolve_source(source, size, seed, config=config, effusion=effusion, **kwargs)
     options = PrepareOptions(size=size, seed=seed, train_factor=train_factor, test_factor=test_factor,
                              keep_all_slices=keep_all_slices, workers=workers, resize=resize, slice_split=slice_split)
+    from synthbench.io import user_errors_from_os
+
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    with user_errors_from_os(out), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        digest = prepare(src, out, options, overwrite=overwrite, show_progress=True)
+        digest = prepare(src, out, options, overwrite=overwrite, show_progress=True,
+                         say=lambda text: err_console.print(text, markup=False, highlight=False, soft_wrap=True))
     for w in caught:
         err_console.print(f"[yellow]warning:[/yellow] {w.message}")
     err_console.print(f"prepared {src.spec.name} in {time.perf_counter() - t0:.1f} s")
-    console.print(f"{out}  content hash {digest}")
+    console.print(f"{out}  content hash {digest}", soft_wrap=True)
+
+
+@data_app.command("verify")
+def verify_cmd(
+    directory: Path = typer.Argument(..., help="Prepared data set directory."),
+) -> None:
+    """Check every file of a prepared data set against the sha256 recorded when it was prepared."""
+    from synthbench.data.prepared import PreparedDataset
+
+    ds = PreparedDataset(directory)
+    checked = ds.verify_files(show_progress=True)
+    console.print(f"{directory}: ok, content hash {ds.content_hash} ({checked})", soft_wrap=True)
 
 
 @data_app.command("info")

@@ -84,11 +84,14 @@ def downstream(
         raise SynthbenchError(f"--experiment must be 'replace' or 'add', got {experiment!r}")
     if steps is not None and steps < 1:
         raise SynthbenchError(f"--steps must be >= 1, got {steps}")
+    from synthbench.io import user_errors_from_os
+
     _check_device(device)
-    df = run_experiment(
-        data, resolve_runs(runs), experiment, parse_ratios(ratios), out, seed=seed,
-        protocol=resolve_protocol(protocol, steps), device=device, folds=folds, reuse=not fresh,
-    )
+    with user_errors_from_os(out):
+        df = run_experiment(
+            data, resolve_runs(runs), experiment, parse_ratios(ratios), out, seed=seed,
+            protocol=resolve_protocol(protocol, steps), device=device, folds=folds, reuse=not fresh,
+        )
     table = paper_table(df, experiment)
     view = Table(title=table_title(experiment), caption=ci_caption(folds))
     view.add_column(table.index.name)

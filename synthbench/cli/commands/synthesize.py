@@ -23,7 +23,9 @@ def synthesize_command(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
 ) -> None:
     """Synthesize a split from RUN's final weights and write real/fake/complete/lung-only PNGs."""
+    from synthbench.io import user_errors_from_os
     from synthbench.synthesis import synthesize
 
-    record = synthesize(run, data, out, split=split, augment=augment, batch_size=batch_size, device=device)
+    with user_errors_from_os(out):
+        record = synthesize(run, data, out, split=split, augment=augment, batch_size=batch_size, device=device)
     console.print(f"{record['count']} images ({record['method']}, split {split}, style {record['style_mode']}) -> {out}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
+import shlex
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from synthbench.cli.console import console
+from synthbench.cli.console import console, err_console
 from synthbench.errors import SynthbenchError
 from synthbench.options import parse_literal, split_key_values, typed_options
 
@@ -34,7 +35,8 @@ def parse_method_options(method: str, items: list[str] | None) -> dict[str, Any]
 def train_command(
     method: str = typer.Argument(..., help="Synthesizer name (see 'synthbench plugins')."),
     data: Path = typer.Option(..., "--data", help="Prepared data set directory ('synthbench data prepare')."),
-    protocol: str = typer.Option("quick", "--protocol", help="Training protocol: paper, quick or smoke."),
+    protocol: str = typer.Option(None, "--protocol", help="Training protocol: paper, quick (default) or smoke. "
+                                 "With --resume the recorded one is used."),
     out: Path = typer.Option(None, "--out", help="Run directory (default runs/<method>-<timestamp>)."),
     seed: int = typer.Option(None, "--seed", help="Random seed (default: the protocol's)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
@@ -45,37 +47,70 @@ def train_command(
     set_field: list[str] = typer.Option(None, "--set", help="Protocol field key=value (repeatable), e.g. --set precision=fp32."),
     epochs: int = typer.Option(None, "--epochs", help="Override the protocol's epochs."),
     max_steps: int = typer.Option(None, "--max-steps", help="Cap the plan at this many steps."),
-    stop_after: int = typer.Option(None, "--stop-after", help="Stop after this many steps (checkpointed; --resume continues)."),
+    stop_after: int = typer.Option(None, "--stop-after", help="Stop this invocation after this many steps "
+                                   "(checkpointed; --resume continues; not recorded for later invocations)."),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Train METHOD on a prepared data set; writes a run directory (config, manifest, log, samples, checkpoints)."""
+    """Train METHOD on a prepared data set; writes a run directory (config, manifest, log, samples, checkpoints).
+
+    Ctrl-C or SIGTERM writes a checkpoint, records the run as interrupted and exits with 130;
+    --resume continues it. One process at a time may write a run directory.
+    """
     from synthbench.engine import train
+    from synthbench.engine.interrupts import EXIT_INTERRUPTED, RunInterrupted
+    from synthbench.io import user_errors_from_os
 
     if out is None:
         if resume:
             raise SynthbenchError("--resume needs --out RUN (the run directory to continue)")
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{method}-{stamp}"
+    if resume and protocol is not None:
+        _check_resumed_protocol(out, protocol)
     overrides = parse_key_values(set_field, "--set")
     for key, value in (("epochs", epochs), ("max_steps", max_steps), ("stop_after_steps", stop_after), ("device", device)):
         if value is not None:
             overrides[key] = value
-    result = train(
-        method,
-        data,
-        out,
-        protocol=protocol,
-        seed=seed,
-        variant=variant,
-        options=parse_method_options(method, option) or None,
-        overrides=overrides or None,
-        resume=resume,
-        show_progress=not quiet,
-    )
+    resume_hint = f"synthbench train {shlex.quote(method)} --data {shlex.quote(str(data))} --out {shlex.quote(str(out))} --resume"
+    try:
+        with user_errors_from_os(out):
+            result = train(
+                method,
+                data,
+                out,
+                protocol=protocol or "quick",
+                seed=seed,
+                variant=variant,
+                options=parse_method_options(method, option) or None,
+                overrides=overrides or None,
+                resume=resume,
+                show_progress=not quiet,
+            )
+    except RunInterrupted as exc:
+        err_console.print(f"interrupted by {exc.signal_name} after step {exc.step}, checkpoint written; "
+                          f"resume with: {resume_hint}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted at once (no new checkpoint); resume from the last one with: {resume_hint}",
+                          markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items())
     console.print(
         f"{result.status}: {result.steps} steps, {result.epochs} epochs in {result.wall_time_s:.1f} s "
         f"({result.images_per_second:.1f} img/s); final losses: {losses or '-'}"
     )
     console.print(f"run directory: {result.run_dir}")
+
+
+def _check_resumed_protocol(out: Path, protocol: str) -> None:
+    """``--protocol`` with ``--resume`` must name the recorded protocol (it cannot change)."""
+    from synthbench.engine import rundir
+
+    config_path = out / "config.json"
+    if not config_path.is_file():
+        return  # train() says what is wrong with the directory
+    recorded = rundir.read_json(config_path).get("protocol", {}).get("name")
+    if recorded != protocol:
+        raise SynthbenchError(f"--protocol {protocol} with --resume: the run was trained with protocol {recorded!r}, "
+                              "which --resume keeps (omit --protocol)", config_path)
