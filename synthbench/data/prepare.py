@@ -22,7 +22,7 @@ import numpy as np
 from synthbench.data import augment as aug
 from synthbench.data import preprocess as pp
 from synthbench.data.phantom import PatientSlices, iter_phantom, phantom_spec
-from synthbench.data.prepared import SplitArrays, write_prepared
+from synthbench.data.prepared import AUGMENTED_OF, SplitArrays, write_prepared
 from synthbench.data.spec import DatasetSpec
 from synthbench.errors import SynthbenchError
 
@@ -102,6 +102,17 @@ class PrepareOptions:
             raise SynthbenchError("augmentation factors must be >= 0")
         if self.workers < 0:
             raise SynthbenchError(f"--workers must be >= 0 (0: one per core), got {self.workers}")
+
+
+#: The ``PrepareOptions`` field holding each real split's expansion factor (paper Table I:
+#: train x40; synthesis test and segmentation test both x140).
+FACTOR_OF = {"train": "train_factor", "test": "test_factor", "seg_test": "test_factor"}
+
+
+def augmented_counts(real_counts: dict[str, int], options: PrepareOptions) -> dict[str, int]:
+    """Samples of every augmented split for the given real counts (paper: 300 / 73 / 73 ->
+    12,000 / 10,220 / 10,220): what :func:`prepare` writes."""
+    return {AUGMENTED_OF[name]: int(real_counts[name]) * int(getattr(options, FACTOR_OF[name])) for name in FACTOR_OF}
 
 
 def _progress_iter(items: Iterable, total: int, label: str, show: bool) -> Iterator:
@@ -218,8 +229,10 @@ def prepare(
 ) -> str:
     """Run the whole pipeline on ``source`` and write ``out_dir``; return the content hash.
 
-    Real splits hold the selected slices (augmentation number 0); ``train_aug`` / ``test_aug``
-    hold ``train_factor`` / ``test_factor`` augmented copies of each (numbers 1..factor).
+    Real splits hold the selected slices (augmentation number 0); ``train_aug`` holds
+    ``train_factor`` augmented copies of each training slice, ``test_aug`` and ``seg_test_aug``
+    ``test_factor`` copies of each synthesis-test and segmentation-test slice (numbers 1..factor;
+    counts: :func:`augmented_counts`).
     """
     options = options or PrepareOptions()
     options.validate()
@@ -243,8 +256,10 @@ def prepare(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging.", dir=out_dir.parent))
     try:
-        splits["train_aug"] = _augment_split("train_aug", splits["train"], options.train_factor, options, staging, show_progress)
-        splits["test_aug"] = _augment_split("test_aug", splits["test"], options.test_factor, options, staging, show_progress)
+        for real_name, factor_field in FACTOR_OF.items():
+            name = AUGMENTED_OF[real_name]
+            splits[name] = _augment_split(name, splits[real_name], getattr(options, factor_field), options, staging,
+                                          show_progress)
         source_info = dict(source.describe())
         source_info["slices_total"] = real.total_slices
         source_info["slices_kept"] = len(real.patient)
