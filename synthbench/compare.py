@@ -8,12 +8,17 @@ Steps (paper Sec. "Evaluation"), each reusing finished work so an interrupted co
    ``OUT/runs/<label>-seed<S>-<key>``, ``key`` being the hash of the resolved request (method,
    variant, options, protocol fields, seed, data hash): a finished run with the same key is
    reused, an unfinished one is resumed.
-3. Synthesize the synthesis-test split (Table II input) and its augmented label maps
-   (the downstream input), with the completion step.
-4. Evaluate image quality (FID, KID, PSNR, SSIM, RMSE; complete and lung-only; 10 folds).
+3. Synthesize the augmented synthesis-test label maps (``test_aug``, Table I: 73 -> 10,220),
+   with the completion step, each method at its default test time (the label map only; SEAN
+   with its mean style codes) unless ``style`` / ``test_modes`` ask otherwise.
+4. Evaluate image quality on them (Table II: FID, KID, PSNR, SSIM, RMSE; complete and lung-only;
+   10 folds).
 5. Downstream U-Net experiments (replace and add, Tables III and IV; 50% replacement with each
-   method's images).
-6. Render the report (``OUT/report``).
+   method's images): trained on ``test_aug`` (real, and synthetic from the same label maps),
+   tested on ``seg_test_aug`` (73 -> 10,220) in 10 folds.
+6. Render the report (``OUT/report``), which states how many images each table used.
+
+:func:`evaluation_plan` says which split, how many images and folds each table uses.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from synthbench.cli.console import err_console, progress
@@ -94,6 +100,12 @@ class CompareConfig:
     folds: int = 10
     device: str = "auto"
     show_progress: bool = True
+    #: Style image at synthesis (``synthbench.synthesis.STYLES``): "none" (default: the label map
+    #: only; SEAN uses its mean style codes) or "real" (reconstruction of style-based methods;
+    #: their rows are marked in the report).
+    style: str = "none"
+    #: Test-time settings per method label or name, e.g. ``{"pix2pix": {"mode": "eval"}}``.
+    test_modes: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,9 +127,50 @@ def _device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+#: Which split each table uses (paper Table I): Table II and the U-Net's training set on the augmented
+#: synthesis-test label maps, the U-Net's test on the augmented segmentation-test set.
+QUALITY_SPLIT = "test_aug"
+SEG_TRAIN_SPLIT = "test_aug"
+SEG_TEST_SPLIT = "seg_test_aug"
+
+
+def evaluation_plan(split_counts: dict[str, int], folds: int = 10) -> dict[str, dict[str, Any]]:
+    """Split, image count and folds of every table for a data set's split counts.
+
+    Paper protocol (73 synthesis-test and 73 segmentation-test slices, factor 140): Table II on
+    10,220 images, the U-Net trained on 10,220 real images (plus synthetic ones from the same
+    label maps) and tested on 10,220, each in 10 folds of 1,022. A small split gets fewer folds
+    (at least 2 images per image-quality fold, 1 per segmentation fold).
+    """
+    def table(split: str, per_fold: int) -> dict[str, Any]:
+        n = int(split_counts.get(split, 0))
+        k = min(folds, n // per_fold)
+        sizes = [len(part) for part in np.array_split(np.arange(n), k)] if k >= 1 else []
+        return {"split": split, "images": n, "folds": k, "requested_folds": folds,
+                "fold_size": [min(sizes), max(sizes)] if sizes else [0, 0]}
+
+    seg = table(SEG_TEST_SPLIT, 1)
+    return {
+        "image_quality": table(QUALITY_SPLIT, 2),
+        "downstream": {**seg, "test_split": SEG_TEST_SPLIT, "train_split": SEG_TRAIN_SPLIT,
+                       "train_real": int(split_counts.get(SEG_TRAIN_SPLIT, 0))},
+    }
+
+
+def prepare_options(cfg: CompareConfig, image_size: int):
+    """The data source name, phantom settings and :class:`PrepareOptions` a comparison prepares with."""
+    from synthbench.data.prepare import PrepareOptions
+
+    opts = dict(cfg.data_options)
+    size = int(opts.pop("size", image_size))
+    phantom_kwargs = {k: opts.pop(k) for k in ("patients", "slices_per_patient") if k in opts}
+    config = opts.pop("config", None)
+    return phantom_kwargs, config, PrepareOptions(size=size, seed=int(opts.pop("seed", 0)), **opts)
+
+
 def prepare_data(cfg: CompareConfig, image_size: int) -> PreparedDataset:
     """Use ``cfg.data`` if it is a prepared set; else prepare it (or the phantom) into OUT/data once."""
-    from synthbench.data.prepare import PrepareOptions, prepare, resolve_source
+    from synthbench.data.prepare import prepare, resolve_source
 
     if cfg.data is not None and (Path(cfg.data) / "manifest.json").is_file():
         return PreparedDataset(cfg.data)
@@ -133,10 +186,10 @@ def prepare_data(cfg: CompareConfig, image_size: int) -> PreparedDataset:
         if recorded != request:
             raise SynthbenchError(f"holds a data set prepared with other settings ({recorded}); use another --out", target)
         return PreparedDataset(target)
-    seed = int(opts.pop("seed", 0))
-    source = resolve_source(str(source_name), size=size, seed=seed, config=opts.pop("config", None), **phantom_kwargs)
+    phantom_kwargs, config, options = prepare_options(cfg, image_size)
+    source = resolve_source(str(source_name), size=options.size, seed=options.seed, config=config, **phantom_kwargs)
     atomic_write_json(request_file, request)  # first: the data folder itself appears atomically
-    prepare(source, target, PrepareOptions(size=size, seed=seed, **opts), show_progress=cfg.show_progress)
+    prepare(source, target, options, show_progress=cfg.show_progress)
     return PreparedDataset(target)
 
 
@@ -178,15 +231,24 @@ def train_method(cfg: CompareConfig, spec: MethodSpec, seed: int, data: Prepared
     return run_dir
 
 
-def synthesize_run(run_dir: Path, data: PreparedDataset, split: str, out_dir: Path, device: str, show: bool) -> Path:
-    """Synthesize ``split`` of the data set with a run's final weights (reused when complete)."""
-    from synthbench.synthesis import synthesize
+def synthesize_run(run_dir: Path, data: PreparedDataset, split: str, out_dir: Path, device: str, show: bool,
+                   style: str = "none", test_mode: dict[str, str] | None = None, seed: int = 0) -> Path:
+    """Synthesize ``split`` of the data set with a run's final weights (reused when complete and
+    made with the same data, style, test-time settings and seed)."""
+    from synthbench.engine import load_synthesizer
+    from synthbench.synthesis import style_mode, synthesize
 
+    synth = load_synthesizer(run_dir, device=device)
+    style = style if getattr(synth, "uses_style", False) else "none"
+    synth.set_test_mode(**(test_mode or {}))
     if (out_dir / "synthesis.json").is_file():
         recorded = json.loads((out_dir / "synthesis.json").read_text())
-        if recorded.get("data_hash") == data.content_hash:
+        wanted = {"data_hash": data.content_hash, "style_mode": style_mode(synth, style),
+                  "test_mode": dict(synth.test_mode), "seed": seed}
+        if all(recorded.get(k) == v for k, v in wanted.items()):
             return out_dir
-    synthesize(run_dir, data.root, out_dir, split=split, device=device, show_progress=show, overwrite=True)
+    synthesize(run_dir, data.root, out_dir, split=split, device=device, show_progress=show, overwrite=True,
+               synth=synth, style=style, test_mode=test_mode, seed=seed)
     return out_dir
 
 
@@ -226,8 +288,13 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
         bar.advance(overall)
 
         notes: list[str] = []
-        quality_folds = _fold_count(cfg.folds, len(data.split("test")), 2, "synthesis-test split", notes)
-        seg_folds = _fold_count(cfg.folds, len(data.split("seg_test")), 1, "segmentation-test split", notes)
+        for split in (QUALITY_SPLIT, SEG_TEST_SPLIT):
+            if not data.has_split(split):
+                raise SynthbenchError(f"the data set has no '{split}' split (prepared by an older synthbench: prepare "
+                                      "it again, or use another --out)", data.root)
+        plan = evaluation_plan({name: len(data.split(name)) for name in data.split_names}, cfg.folds)
+        quality_folds = _fold_count(plan["image_quality"], 2, "augmented synthesis-test split", notes)
+        seg_folds = _fold_count(plan["downstream"], 1, "augmented segmentation-test split", notes)
 
         for spec, seed in jobs:
             times: dict[str, float] = {}
@@ -239,10 +306,9 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
 
             step(f"synthesizing {spec.label} (seed {seed})")
             t0 = time.perf_counter()
-            synth_root = run_dir / "synthesis"
-            test_dir = synthesize_run(run_dir, data, "test", synth_root / "test", device, cfg.show_progress)
-            aug_split = "test_aug" if data.has_split("test_aug") and len(data.split("test_aug")) else "test"
-            aug_dir = synthesize_run(run_dir, data, aug_split, synth_root / aug_split, device, cfg.show_progress)
+            modes = cfg.test_modes.get(spec.label) or cfg.test_modes.get(spec.name) or {}
+            test_dir = synthesize_run(run_dir, data, QUALITY_SPLIT, run_dir / "synthesis" / QUALITY_SPLIT, device,
+                                      cfg.show_progress, style=cfg.style, test_mode=modes, seed=seed)
             times["synthesize"] = time.perf_counter() - t0
             bar.advance(overall)
 
@@ -260,7 +326,7 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
             times["evaluate"] = time.perf_counter() - t0
             bar.advance(overall)
             runs.append(MethodRun(spec.label, seed, run_dir=run_dir, synthesis_dir=test_dir,
-                                  downstream_dir=aug_dir, wall_times=times))
+                                  downstream_dir=test_dir, wall_times=times))
 
         unet = UNetProtocol.named(cfg.unet_protocol, **cfg.unet_overrides)
         for seed in seeds:
@@ -289,6 +355,7 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
             wall_times=wall,
             spec=data.spec,
             notes=notes,
+            evaluation=plan,
         )
         report_dir = cfg.out_dir / "report"
         render_report(results, report_dir, overwrite=True)  # a re-run refreshes the report atomically
@@ -296,9 +363,9 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
     return ComparisonOutcome(report_dir=report_dir, wall_time_s=time.perf_counter() - started, results=results)
 
 
-def _fold_count(requested: int, n: int, per_fold: int, what: str, notes: list[str]) -> int:
-    """The paper's 10 folds, or fewer when a small split cannot fill them (recorded in the notes)."""
-    k = min(requested, n // per_fold)
+def _fold_count(table: dict[str, Any], per_fold: int, what: str, notes: list[str]) -> int:
+    """A table's folds from the evaluation plan; fewer than requested is recorded in the notes."""
+    k, n, requested = table["folds"], table["images"], table["requested_folds"]
     if k < 1:
         raise SynthbenchError(f"the {what} has {n} images; at least {per_fold} are needed (prepare more slices)")
     if k < requested:
@@ -327,4 +394,6 @@ def _config_record(cfg: CompareConfig, protocol) -> dict[str, Any]:
         "unet_overrides": cfg.unet_overrides,
         "metrics": list(cfg.metrics) if cfg.metrics else None,
         "folds": cfg.folds,
+        "style": cfg.style,
+        "test_modes": cfg.test_modes,
     }

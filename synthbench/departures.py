@@ -40,6 +40,10 @@ class Departure:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def options(self) -> set[str]:
+        """The option names in :attr:`option` (comma-separated)."""
+        return {part.strip() for part in (self.option or "").split(",") if part.strip()}
+
 
 #: The perceptual loss of pix2pixHD, SPADE and SEAN (:class:`synthbench.nn.VGGLoss`).
 VGG_WEIGHTS_DEPARTURE = Departure(
@@ -132,7 +136,7 @@ def method_departures(cls: type, options: Mapping[str, Any] | None = None) -> li
     explicit option that no curated row names."""
     resolved = dict(options) if options is not None else cls.default_options()
     rows = list(cls.departures(resolved))
-    named = {d.option for d in rows if d.option}
+    named = set().union(*(d.options() for d in rows))
     for key, value in resolved.items():
         paper = cls.paper_options.get(key, UNSTATED)
         if key in named or paper == UNSTATED or _normal(paper) == _normal(value):
@@ -145,7 +149,7 @@ def undocumented_options(cls: type) -> list[str]:
     """Options of ``cls`` whose default differs from ``paper_options`` (or has no paper value)
     without a departure naming the option: the test of issue 13 asks for none."""
     defaults = cls.default_options()
-    listed = {d.option for d in cls.departures(defaults) if d.option}
+    listed = set().union(*(d.options() for d in cls.departures(defaults)))
     problems = []
     for key, value in defaults.items():
         if key not in cls.paper_options:

@@ -384,7 +384,10 @@ class Ours(Synthesizer):
 
     # ------------------------------------------------------------------ training
     def optimizers(self, stage: str) -> dict[str, OptimizerSpec]:
-        """Adam, beta1 0.5, beta2 0.999 (paper's training settings) for G, D and beta's network."""
+        """Adam, beta1 0.5, beta2 0.999 (paper's training settings) for G, D and beta's network.
+
+        In the joint stage a coarser generator contributes only its feature (F_global), so its image
+        head (trained in its solo stage) is not named: it receives no gradient there."""
         levels, discs = self._plan(stage)
         betas = (0.5, 0.999)
         g_nets = [lv.name for lv in levels]
@@ -394,7 +397,9 @@ class Ours(Synthesizer):
         dfm_with_g = stage == "joint" and self.uses_dfm_net and self.options["beta_objective"] == "generator"
         if dfm_with_g:
             g_nets.append("DFM")
-        specs["G"] = OptimizerSpec(tuple(p for n in g_nets for p in self.nets[n].parameters()), 1.0, betas)
+        unused = {id(p) for lv in levels[:-1] for p in self.nets[lv.name].to_image.parameters()} if stage == "joint" else set()
+        g_params = tuple(p for n in g_nets for p in self.nets[n].parameters() if id(p) not in unused)
+        specs["G"] = OptimizerSpec(g_params, 1.0, betas)
         specs["D"] = OptimizerSpec(tuple(p for n in dict.fromkeys(discs) for p in self.nets[n].parameters()), 1.0, betas)
         if stage == "joint" and self.uses_dfm_net and not dfm_with_g:
             specs["DFM"] = OptimizerSpec(tuple(self.nets["DFM"].parameters()), 1.0, betas)

@@ -32,6 +32,17 @@ from synthbench.report.results import (
 #: Significance level of the paired test against the best method.
 ALPHA = 0.05
 SIG_MARK = "\u2020"  # dagger
+#: Marks a method that saw the real target slice at test time (``--style real``).
+REAL_MARK = "\u2021"  # double dagger
+REAL_NOTE = f"{REAL_MARK}: synthesized with the real target slice as style image (reconstruction: the method saw the answer)"
+
+
+def _row_name(method: str, real: set[str]) -> str:
+    return f"{method} {REAL_MARK}" if method in real else method
+
+
+def _with_real_note(note: str, methods, real: set[str]) -> str:
+    return f"{note} {REAL_NOTE}." if real & set(methods) else note
 
 
 @dataclass
@@ -188,14 +199,17 @@ def image_quality_table(results: ComparisonResults) -> Table:
                 hib = bool(sub["higher_is_better"].iloc[0])
                 arrow = "\u2191" if hib else "\u2193"
                 columns.append(Column(f"{setting}/{metric}", f"{metric} {arrow}", setting, hib))
-    table = Table("image_quality", "Image quality (Table II)", ["method"], columns, note=_spread_note(iq))
-    for method in [m for m in results.methods if m in set(iq["method"])]:
+    real = results.real_image_methods()
+    methods = [m for m in results.methods if m in set(iq["method"])]
+    table = Table("image_quality", "Image quality (Table II)", ["method"], columns,
+                  note=_with_real_note(_spread_note(iq), methods, real))
+    for method in methods:
         cells: list[Cell | None] = []
         for column in columns:
             setting, metric = column.key.split("/", 1)
             sub = iq[(iq["method"] == method) & (iq["setting"] == setting) & (iq["metric"] == metric)]
             cells.append(_aggregate(sub, "value") if len(sub) else None)
-        table.rows.append(([method], cells))
+        table.rows.append(([_row_name(method, real)], cells))
     return _mark(table)
 
 
@@ -214,6 +228,7 @@ def downstream_tables(results: ComparisonResults) -> list[Table]:
     present_metrics = set(ds["metric"])
     metrics = [m for m in DOWNSTREAM_METRICS if m in present_metrics] + sorted(present_metrics - set(DOWNSTREAM_METRICS))
     method_order = {m: i for i, m in enumerate(results.methods)}
+    real = results.real_image_methods()
     for experiment in [e for e in titles if e in set(ds["experiment"])]:
         for metric in metrics:
             sub = ds[(ds["experiment"] == experiment) & (ds["metric"] == metric)]
@@ -227,7 +242,7 @@ def downstream_tables(results: ComparisonResults) -> list[Table]:
                 f"{titles[experiment]}: {metric}",
                 ["method", "synthetic"],
                 columns,
-                note=_spread_note(sub),
+                note=_with_real_note(_spread_note(sub), set(sub["method"]), real),
             )
             keys = sorted(
                 {(m, float(r)) for m, r in zip(sub["method"], sub["ratio"], strict=True)},
@@ -238,7 +253,7 @@ def downstream_tables(results: ComparisonResults) -> list[Table]:
                 for cls in classes:
                     g = sub[(sub["method"] == method) & (sub["ratio"].astype(float) == ratio) & (sub["class"] == cls)]
                     cells.append(_aggregate(g, "mean") if len(g) else None)
-                table.rows.append(([method, ratio_label(ratio)], cells))
+                table.rows.append(([_row_name(method, real), ratio_label(ratio)], cells))
             tables.append(_mark(table))
     return tables
 

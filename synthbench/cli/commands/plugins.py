@@ -38,7 +38,10 @@ def info(
     variant: str = typer.Option(None, "--variant", help="Named variant (e.g. an ablation of 'ours')."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """A synthesizer's networks with exact parameter counts for a class count and size."""
+    """A synthesizer's networks with exact parameter counts, its test-time settings and every
+    departure from its paper or official code (docs/departures.md), for a class count and size."""
+    from synthbench.departures import method_departures
+
     cls = get_registry().synthesizer(method)
     try:
         synth = cls(num_classes=classes, image_size=size, variant=variant)
@@ -58,6 +61,9 @@ def info(
         "total": sum(counts.values()),
         "options": synth.options,
         "notes": synth.describe(),
+        "test_time": {"default": synth.describe_test_mode(), "modes": {k: dict(v) for k, v in cls.test_modes.items()},
+                      "uses_style": bool(getattr(synth, "uses_style", False))},
+        "departures": [d.to_dict() for d in method_departures(cls, synth.options)],
     }
     if as_json:
         print_json(result)
@@ -74,3 +80,12 @@ def info(
         console.print(f"variants: {', '.join(result['variants'])}")
     for key, value in result["notes"].items():
         console.print(f"{key}: {value}")
+    console.print(f"test time: {result['test_time']['default']}"
+                  + (" (synthesize --style real: the real slice as style image)" if result["test_time"]["uses_style"] else ""))
+    if result["departures"]:
+        dep = Table(title="departures from the paper / official code (docs/departures.md)")
+        for col in ("what", "paper / official code", "synthbench", "option"):
+            dep.add_column(col, overflow="fold")
+        for d in result["departures"]:
+            dep.add_row(d["topic"], d["paper"], d["here"], d["option"] or "-")
+        console.print(dep)
