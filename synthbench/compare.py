@@ -262,6 +262,10 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
     started = time.perf_counter()
     if cfg.seeds < 1:
         raise SynthbenchError(f"--seeds must be >= 1, got {cfg.seeds}")
+    from synthbench.synthesis import STYLES
+
+    if cfg.style not in STYLES:
+        raise SynthbenchError(f"style must be one of {', '.join(STYLES)}, got {cfg.style!r}")
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     protocol = get_protocol(cfg.protocol, cfg.protocol_overrides)
     device = _device(cfg.device)
