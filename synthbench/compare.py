@@ -8,12 +8,17 @@ Steps (paper Sec. "Evaluation"), each reusing finished work so an interrupted co
    ``OUT/runs/<label>-seed<S>-<key>``, ``key`` being the hash of the resolved request (method,
    variant, options, protocol fields, seed, data hash): a finished run with the same key is
    reused, an unfinished one is resumed.
-3. Synthesize the synthesis-test split (Table II input) and its augmented label maps
-   (the downstream input), with the completion step.
-4. Evaluate image quality (FID, KID, PSNR, SSIM, RMSE; complete and lung-only; 10 folds).
+3. Synthesize the augmented synthesis-test label maps (``test_aug``, Table I: 73 -> 10,220),
+   with the completion step, each method at its default test time (the label map only; SEAN
+   with its mean style codes) unless ``style`` / ``test_modes`` ask otherwise.
+4. Evaluate image quality on them (Table II: FID, KID, PSNR, SSIM, RMSE; complete and lung-only;
+   10 folds).
 5. Downstream U-Net experiments (replace and add, Tables III and IV; 50% replacement with each
-   method's images).
-6. Render the report (``OUT/report``).
+   method's images): trained on ``test_aug`` (real, and synthetic from the same label maps),
+   tested on ``seg_test_aug`` (73 -> 10,220) in 10 folds.
+6. Render the report (``OUT/report``), which states how many images each table used.
+
+:func:`evaluation_plan` says which split, how many images and folds each table uses.
 
 One comparison at a time may use ``OUT`` (a lock, :mod:`synthbench.locking`). The report's wall
 times are the recorded cost of each piece of work, not of this invocation (which may have
@@ -34,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.markup import escape
 
@@ -103,6 +109,12 @@ class CompareConfig:
     folds: int = 10
     device: str = "auto"
     show_progress: bool = True
+    #: Style image at synthesis (``synthbench.synthesis.STYLES``): "none" (default: the label map
+    #: only; SEAN uses its mean style codes) or "real" (reconstruction of style-based methods;
+    #: their rows are marked in the report).
+    style: str = "none"
+    #: Test-time settings per method label or name, e.g. ``{"pix2pix": {"mode": "eval"}}``.
+    test_modes: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,10 +138,51 @@ def _device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+#: Which split each table uses (paper Table I): Table II and the U-Net's training set on the augmented
+#: synthesis-test label maps, the U-Net's test on the augmented segmentation-test set.
+QUALITY_SPLIT = "test_aug"
+SEG_TRAIN_SPLIT = "test_aug"
+SEG_TEST_SPLIT = "seg_test_aug"
+
+
+def evaluation_plan(split_counts: dict[str, int], folds: int = 10) -> dict[str, dict[str, Any]]:
+    """Split, image count and folds of every table for a data set's split counts.
+
+    Paper protocol (73 synthesis-test and 73 segmentation-test slices, factor 140): Table II on
+    10,220 images, the U-Net trained on 10,220 real images (plus synthetic ones from the same
+    label maps) and tested on 10,220, each in 10 folds of 1,022. A small split gets fewer folds
+    (at least 2 images per image-quality fold, 1 per segmentation fold).
+    """
+    def table(split: str, per_fold: int) -> dict[str, Any]:
+        n = int(split_counts.get(split, 0))
+        k = min(folds, n // per_fold)
+        sizes = [len(part) for part in np.array_split(np.arange(n), k)] if k >= 1 else []
+        return {"split": split, "images": n, "folds": k, "requested_folds": folds,
+                "fold_size": [min(sizes), max(sizes)] if sizes else [0, 0]}
+
+    seg = table(SEG_TEST_SPLIT, 1)
+    return {
+        "image_quality": table(QUALITY_SPLIT, 2),
+        "downstream": {**seg, "test_split": SEG_TEST_SPLIT, "train_split": SEG_TRAIN_SPLIT,
+                       "train_real": int(split_counts.get(SEG_TRAIN_SPLIT, 0))},
+    }
+
+
+def prepare_options(cfg: CompareConfig, image_size: int):
+    """The data source name, phantom settings and :class:`PrepareOptions` a comparison prepares with."""
+    from synthbench.data.prepare import PrepareOptions
+
+    opts = dict(cfg.data_options)
+    size = int(opts.pop("size", image_size))
+    phantom_kwargs = {k: opts.pop(k) for k in ("patients", "slices_per_patient") if k in opts}
+    config = opts.pop("config", None)
+    return phantom_kwargs, config, PrepareOptions(size=size, seed=int(opts.pop("seed", 0)), **opts)
+
+
 def prepare_data(cfg: CompareConfig, image_size: int) -> PreparedDataset:
     """Use ``cfg.data`` if it is a prepared set (its files verified by full hash, once per
     invocation); else prepare it (or the phantom) into OUT/data once."""
-    from synthbench.data.prepare import PrepareOptions, prepare, resolve_source
+    from synthbench.data.prepare import prepare, resolve_source
 
     if cfg.data is not None and (Path(cfg.data) / "manifest.json").is_file():
         data = PreparedDataset(cfg.data)
@@ -149,11 +202,10 @@ def prepare_data(cfg: CompareConfig, image_size: int) -> PreparedDataset:
         data = PreparedDataset(target)
         data.verify_files(show_progress=cfg.show_progress)
         return data
-    seed = int(opts.pop("seed", 0))
-    source = resolve_source(str(source_name), size=size, seed=seed, config=opts.pop("config", None),
-                            effusion=opts.pop("effusion", None), **phantom_kwargs)
+    phantom_kwargs, config, options = prepare_options(cfg, image_size)
+    source = resolve_source(str(source_name), size=options.size, seed=options.seed, config=config, **phantom_kwargs)
     atomic_write_json(request_file, request)  # first: the data folder itself appears atomically
-    prepare(source, target, PrepareOptions(size=size, seed=seed, **opts), show_progress=cfg.show_progress,
+    prepare(source, target, options, show_progress=cfg.show_progress,
             say=lambda text: err_console.print(text, markup=False, highlight=False, soft_wrap=True))
     return PreparedDataset(target)
 
@@ -199,17 +251,26 @@ def train_method(cfg: CompareConfig, spec: MethodSpec, seed: int, data: Prepared
 
 
 def synthesize_run(run_dir: Path, data: PreparedDataset, split: str, out_dir: Path, device: str, show: bool,
+                   style: str = "none", test_mode: dict[str, str] | None = None, seed: int = 0,
                    ledger: _WallTimes | None = None) -> Path:
-    """Synthesize ``split`` of the data set with a run's final weights (reused when complete);
-    the time it took goes to ``ledger`` when it ran."""
-    from synthbench.synthesis import synthesize
+    """Synthesize ``split`` of the data set with a run's final weights (reused when complete and
+    made with the same data, style, test-time settings and seed); the time it took goes to
+    ``ledger`` when it ran."""
+    from synthbench.engine import load_synthesizer
+    from synthbench.synthesis import style_mode, synthesize
 
+    synth = load_synthesizer(run_dir, device=device)
+    style = style if getattr(synth, "uses_style", False) else "none"
+    synth.set_test_mode(**(test_mode or {}))
     if (out_dir / "synthesis.json").is_file():
         recorded = json.loads((out_dir / "synthesis.json").read_text())
-        if recorded.get("data_hash") == data.content_hash:
+        wanted = {"data_hash": data.content_hash, "style_mode": style_mode(synth, style),
+                  "test_mode": dict(synth.test_mode), "seed": seed}
+        if all(recorded.get(k) == v for k, v in wanted.items()):
             return out_dir
     t0 = time.perf_counter()
-    synthesize(run_dir, data.root, out_dir, split=split, device=device, show_progress=show, overwrite=True)
+    synthesize(run_dir, data.root, out_dir, split=split, device=device, show_progress=show, overwrite=True,
+               synth=synth, style=style, test_mode=test_mode, seed=seed)
     if ledger is not None:
         ledger.record(f"synthesize {run_dir.name} {split}", time.perf_counter() - t0)
     return out_dir
@@ -227,6 +288,10 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
     if unknown:  # checked before hours of training, not after
         raise SynthbenchError(f"unknown downstream experiment(s) {', '.join(map(repr, unknown))} "
                               f"(known: {', '.join(EXPERIMENTS)}; empty for none)")
+    from synthbench.synthesis import STYLES
+
+    if cfg.style not in STYLES:
+        raise SynthbenchError(f"style must be one of {', '.join(STYLES)}, got {cfg.style!r}")
     unet = UNetProtocol.named(cfg.unet_protocol, **cfg.unet_overrides)
     protocol = get_protocol(cfg.protocol, cfg.protocol_overrides)
     device = _device(cfg.device)
@@ -267,8 +332,13 @@ def _run_locked(cfg: CompareConfig, protocol, device: str, unet, started: float)
         region = data.spec.region_key
         if data.spec.region != "lung":
             notes.append(f"Completion region: {data.spec.region_label}.")
-        quality_folds = _fold_count(cfg.folds, len(data.split("test")), 2, "synthesis-test split", notes)
-        seg_folds = _fold_count(cfg.folds, len(data.split("seg_test")), 1, "segmentation-test split", notes)
+        for split in (QUALITY_SPLIT, SEG_TEST_SPLIT):
+            if not data.has_split(split):
+                raise SynthbenchError(f"the data set has no '{split}' split (prepared by an older synthbench: prepare "
+                                      "it again, or use another --out)", data.root)
+        plan = evaluation_plan({name: len(data.split(name)) for name in data.split_names}, cfg.folds)
+        quality_folds = _fold_count(plan["image_quality"], 2, "augmented synthesis-test split", notes)
+        seg_folds = _fold_count(plan["downstream"], 1, "augmented segmentation-test split", notes)
 
         for spec, seed in jobs:
             times: dict[str, float] = {}
@@ -283,13 +353,10 @@ def _run_locked(cfg: CompareConfig, protocol, device: str, unet, started: float)
 
                 current = "synthesize"
                 step(f"synthesizing {spec.label} (seed {seed})")
-                synth_root = run_dir / "synthesis"
-                aug_split = "test_aug" if data.has_split("test_aug") and len(data.split("test_aug")) else "test"
-                test_dir = synthesize_run(run_dir, data, "test", synth_root / "test", device, cfg.show_progress, ledger)
-                aug_dir = synthesize_run(run_dir, data, aug_split, synth_root / aug_split, device, cfg.show_progress,
-                                         ledger)
-                times["synthesize"] = sum(ledger.seconds(f"synthesize {run_dir.name} {s}")
-                                          for s in dict.fromkeys(("test", aug_split)))
+                modes = cfg.test_modes.get(spec.label) or cfg.test_modes.get(spec.name) or {}
+                test_dir = synthesize_run(run_dir, data, QUALITY_SPLIT, run_dir / "synthesis" / QUALITY_SPLIT, device,
+                                          cfg.show_progress, style=cfg.style, test_mode=modes, seed=seed, ledger=ledger)
+                times["synthesize"] = ledger.seconds(f"synthesize {run_dir.name} {QUALITY_SPLIT}")
                 bar.advance(overall)
                 done += 1
 
@@ -317,7 +384,7 @@ def _run_locked(cfg: CompareConfig, protocol, device: str, unet, started: float)
             times["evaluate"] = time.perf_counter() - t0
             bar.advance(overall)
             runs.append(MethodRun(spec.label, seed, run_dir=run_dir, synthesis_dir=test_dir,
-                                  downstream_dir=aug_dir, wall_times=times, plugin=provenance))
+                                  downstream_dir=test_dir, wall_times=times, plugin=provenance))
 
         failed = {r.method for r in runs if r.error is not None}
         for seed in seeds:
@@ -356,6 +423,7 @@ def _run_locked(cfg: CompareConfig, protocol, device: str, unet, started: float)
             wall_times=wall,
             spec=data.spec,
             notes=notes,
+            evaluation=plan,
         )
         report_dir = cfg.out_dir / "report"
         render_report(results, report_dir, overwrite=True)  # a re-run refreshes the report atomically
@@ -398,36 +466,13 @@ def _debug_trace() -> None:
         traceback.print_exc()
 
 
-class _WallTimes:
-    """``OUT/wall_times.json``: the seconds each piece of work took when it actually ran (a
-    reuse in a later invocation keeps the recorded time instead of publishing ~0 s)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.times: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
-
-    def seconds(self, key: str) -> float:
-        return float(self.times.get(key, 0.0))
-
-    def record(self, key: str, seconds: float, add: bool = False) -> None:
-        """``add``: work done in parts over several invocations (resumed downstream experiments)."""
-        self.times[key] = (self.seconds(key) if add else 0.0) + seconds
-        atomic_write_json(self.path, self.times)
-
-
-def _records(downstream_dir: Path) -> dict[str, int]:
-    """Downstream configuration records and their modification times (a change: work was done)."""
-    folder = downstream_dir / "configs"
-    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")} if folder.is_dir() else {}
-
-
-def _fold_count(requested: int, n: int, per_fold: int, what: str, notes: list[str]) -> int:
-    """The paper's 10 folds, or fewer when a small split cannot fill them (recorded in the notes)."""
-    from synthbench.stats import fold_count
-
-    k, note = fold_count(requested, n, per_fold, what)
-    if note:
-        notes.append(note)
+def _fold_count(table: dict[str, Any], per_fold: int, what: str, notes: list[str]) -> int:
+    """A table's folds from the evaluation plan; fewer than requested is recorded in the notes."""
+    k, n, requested = table["folds"], table["images"], table["requested_folds"]
+    if k < 1:
+        raise SynthbenchError(f"the {what} has {n} images; at least {per_fold} are needed (prepare more slices)")
+    if k < requested:
+        notes.append(f"The {what} has {n} images: results use {k} folds instead of {requested}.")
     return k
 
 
@@ -452,4 +497,6 @@ def _config_record(cfg: CompareConfig, protocol) -> dict[str, Any]:
         "unet_overrides": cfg.unet_overrides,
         "metrics": list(cfg.metrics) if cfg.metrics else None,
         "folds": cfg.folds,
+        "style": cfg.style,
+        "test_modes": cfg.test_modes,
     }

@@ -29,9 +29,18 @@ With region "whole" (no lung or lesion region) completion pastes the whole slice
 mask and no region-only view, and evaluation reports complete images only.
 
 Images are 8-bit gray with ``round((x + 1) * 127.5)``. Completion and lung-only views come from
-:mod:`synthbench.composite` (the one definition). ``style``: every method receives the real
-slice as ``style`` in ``generate``; only style-based methods (attribute ``uses_style``) use it,
-and ``synthesis.json`` records the mode. The directory is written atomically (temporary name,
+:mod:`synthbench.composite` (the one definition).
+
+Test time is the same for every method unless asked otherwise: ``generate`` sees only the label
+map. ``style="real"`` (``--style real``) is the opt-in reconstruction mode of style-based methods
+(``uses_style``: SEAN, SPADE's VAE variant): the real target slice is passed as ``style``, so
+the method sees the answer; the record says so (``uses_real_image``) and reports mark it.
+Without it SEAN uses its per-class mean style codes of the training set. ``test_mode`` picks
+among a method's :attr:`~synthbench.Synthesizer.test_modes` (pix2pix: the official test.py
+behaviour, dropout on and batch statistics, by default; ``mode=eval`` for eval mode). Torch's
+RNG is seeded with ``seed`` for the whole synthesis (dropout, noise injection), so a synthesis
+repeats exactly. ``synthesis.json`` records ``style``, ``style_mode``, ``uses_real_image``,
+``test_mode``, ``test_time`` (in words) and ``seed``. The directory is written atomically (temporary name,
 renamed when complete). With ``augment`` the augmented samples use seeds
 ``sample_seed(prepare seed, "<split>_aug", source slice, k)``, so for ``k`` up to the prepared
 expansion factor they equal the prepared ``<split>_aug`` samples byte for byte.
@@ -72,9 +81,27 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.round((np.asarray(image, dtype=np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def style_mode(synth) -> str:
-    """'real' when the method uses the real slice as its style image, else 'none'."""
-    return "real" if getattr(synth, "uses_style", False) else "none"
+#: ``style`` values: no style image (default), or the real target slice (reconstruction; opt-in).
+STYLES = ("none", "real")
+
+
+def style_mode(synth, style: str = "none") -> str:
+    """What a method's style input was: 'none' (no style input), 'real' (the real target slice),
+    or the method's own fallback without one (SEAN: 'mean' codes)."""
+    if not getattr(synth, "uses_style", False):
+        return "none"
+    return "real" if style == "real" else getattr(synth, "styleless_mode", "none")
+
+
+def test_time_text(synth, style: str = "none") -> str:
+    """The test-time setting of a synthesis, in words (reports show it for every method)."""
+    text = synth.describe_test_mode()
+    mode = style_mode(synth, style)
+    if mode == "real":
+        return f"{text}; style: the real target slice (reconstruction, sees the answer)"
+    if mode != "none":
+        return f"{text}; style: {mode}"
+    return text
 
 
 def _source_arrays(ds: PreparedDataset, split: str, augment: int) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
@@ -116,6 +143,9 @@ def synthesize(
     overwrite: bool = False,
     show_progress: bool = True,
     synth=None,
+    style: str = "none",
+    test_mode: dict[str, str] | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Write the synthesis directory (see the module docstring); return the ``synthesis.json`` record."""
     from synthbench.engine import load_synthesizer
@@ -125,9 +155,14 @@ def synthesize(
         raise SynthbenchError("output directory already exists (choose another --out)", out_dir)
     if augment < 0 or batch_size < 1:
         raise SynthbenchError("--augment must be >= 0 and --batch-size >= 1")
+    if style not in STYLES:
+        raise SynthbenchError(f"--style must be one of {', '.join(STYLES)}, got {style!r}")
     ds = PreparedDataset(data_dir)
     if synth is None:
         synth = load_synthesizer(run_dir, device=device)
+    if style == "real" and not getattr(synth, "uses_style", False):
+        raise SynthbenchError(f"--style real: {synth.name} takes no style image")
+    synth.set_test_mode(**(test_mode or {}))
     if synth.num_classes != ds.num_classes or synth.image_size != ds.size:
         raise SynthbenchError(
             f"run was trained for {synth.num_classes} classes at {synth.image_size}px, data set has "
@@ -144,7 +179,9 @@ def synthesize(
     # volume geometry records (a data set prepared before they were recorded has none)
     source_volumes = [v for v in ds.manifest.get("source", {}).get("volumes") or [] if isinstance(v, dict) and "affine" in v]
     nifti = bool(source_volumes) and augment == 0
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    rng_devices = [dev] if dev.type == "cuda" else []
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp, torch.random.fork_rng(devices=rng_devices):
+        torch.manual_seed(seed)
         for folder in folders:
             (tmp / folder).mkdir()
         volumes = _staged_volumes(tmp / ".staging", n, ds.size, folders) if nifti else {}
@@ -154,7 +191,7 @@ def synthesize(
                 label = torch.from_numpy(np.asarray(labels[start:start + batch_size], dtype=np.int64)).to(dev)
                 real = torch.from_numpy(images[start:start + batch_size]).unsqueeze(1).to(dev)
                 lung = ds.lung_mask(label)
-                fake = synth.generate(one_hot(label, ds.num_classes), style=real)
+                fake = synth.generate(one_hot(label, ds.num_classes), style=real if style == "real" else None)
                 check_generated(fake, synth.name, label.shape[0], ds.size, f"on synthesis batch {start // batch_size + 1}")
                 views = {"fake": fake, "real": real, "complete": complete(fake, real, lung)}
                 if key is not None:
@@ -193,7 +230,12 @@ def synthesize(
             "nifti": nifti,
             "nifti_volumes": nifti_record,
             "region": {"region": ds.spec.region, "key": key, "label": ds.spec.region_label},
-            "style_mode": style_mode(synth),
+            "style": style,
+            "style_mode": style_mode(synth, style),
+            "uses_real_image": style_mode(synth, style) == "real",
+            "test_mode": dict(synth.test_mode),
+            "test_time": test_time_text(synth, style),
+            "seed": seed,
             "data_dir": str(Path(data_dir).resolve()),
             "data_hash": ds.content_hash,
             "size": ds.size,
@@ -264,8 +306,9 @@ def _save_volumes(volumes: dict[str, np.ndarray], folder: Path, ds: PreparedData
 
 @torch.no_grad()
 def mean_l1_to_real(synth, data: PreparedDataset, split: str = "test", max_images: int | None = None,
-                    batch_size: int = 8) -> float:
-    """Mean ``|generate(onehot) - real|`` over a split, in ``[-1, 1]`` units (for "learns" tests)."""
+                    batch_size: int = 8, style: str = "none") -> float:
+    """Mean ``|generate(onehot) - real|`` over a split, in ``[-1, 1]`` units (for "learns" tests);
+    the method's default test time, or with ``style="real"`` the real slice as style image."""
     arrays = data.split(split)
     n = len(arrays) if max_images is None else min(len(arrays), max_images)
     if n == 0:
@@ -276,7 +319,7 @@ def mean_l1_to_real(synth, data: PreparedDataset, split: str = "test", max_image
         stop = min(n, start + batch_size)
         real = torch.from_numpy(np.asarray(arrays.image[start:stop], dtype=np.float32)).unsqueeze(1).to(device)
         label = torch.from_numpy(np.asarray(arrays.label[start:stop], dtype=np.int64)).to(device)
-        fake = synth.generate(one_hot(label, data.num_classes), style=real).float()
+        fake = synth.generate(one_hot(label, data.num_classes), style=real if style == "real" else None).float()
         total += float((fake - real).abs().sum())
         count += real.numel()
     return total / count

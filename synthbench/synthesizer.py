@@ -142,6 +142,17 @@ class Synthesizer(abc.ABC):
     #: the constructor still raises :class:`SynthesizerConfigError` for an impossible size.
     min_size: ClassVar[int] = 1
     size_multiple: ClassVar[int] = 1
+    #: Test-time settings the method offers: ``{name: {value: description}}``, the first value the
+    #: default (what the method's official test code does). ``synthbench synthesize --test-mode
+    #: NAME=VALUE`` picks another; :meth:`generate` reads ``self.test_mode``; synthesis records it.
+    test_modes: ClassVar[Mapping[str, Mapping[str, str]]] = {}
+    #: Whether :meth:`generate` can use a ``style`` image (SEAN); synthesis passes the real slice
+    #: only when asked (``--style real``), and records that the method saw the answer.
+    uses_style: ClassVar[bool] = False
+    #: The paper's / official code's value of every option (``synthbench.departures.UNSTATED``
+    #: where neither fixes one). A default that differs needs a :meth:`departures` entry naming
+    #: the option (tested for the built-in methods; listed in docs/departures.md).
+    paper_options: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(
         self,
@@ -156,6 +167,7 @@ class Synthesizer(abc.ABC):
         self.image_size = int(image_size)
         self.variant = variant
         self.options = self.resolve_options(options, variant)
+        self.test_mode: dict[str, str] = {name: next(iter(values)) for name, values in self.test_modes.items()}
         self.nets = nn.ModuleDict(self.build_networks())
         self.train_nets: dict[str, nn.Module] = dict(self.nets.items())
 
@@ -236,8 +248,32 @@ class Synthesizer(abc.ABC):
         return {name: count_parameters(net) for name, net in self.nets.items()}
 
     def describe(self) -> dict[str, Any]:
-        """Extra facts for ``synthbench info`` (e.g. reference counts, departures from the paper)."""
+        """Extra facts for ``synthbench info`` (e.g. reference counts, architecture notes)."""
         return {}
+
+    @classmethod
+    def departures(cls, options: Mapping[str, Any]) -> list[Any]:
+        """Every departure from the method's paper or official code under the resolved ``options``
+        (:class:`synthbench.departures.Departure`: both values, why, the option if one selects
+        the paper's value)."""
+        return []
+
+    def set_test_mode(self, **modes: str) -> None:
+        """Choose test-time settings among :attr:`test_modes` (unknown names or values are errors)."""
+        for name, value in modes.items():
+            if name not in self.test_modes:
+                known = ", ".join(sorted(self.test_modes)) or "none"
+                raise SynthesizerConfigError(f"{self.name}: no test-time mode {name!r} (has: {known})")
+            if value not in self.test_modes[name]:
+                raise SynthesizerConfigError(
+                    f"{self.name}: test-time mode {name}={value!r} not one of {', '.join(self.test_modes[name])}")
+            self.test_mode[name] = value
+
+    def describe_test_mode(self) -> str:
+        """The test-time settings in use, in words ("eval mode" when the method offers none)."""
+        if not self.test_modes:
+            return "eval mode"
+        return "; ".join(f"{name}={value} ({self.test_modes[name][value]})" for name, value in self.test_mode.items())
 
     def pretrained_weights(self) -> list[dict[str, str]]:
         """Pretrained weights this instance uses (``{"name", "path", "sha256"}``), for the manifest."""

@@ -69,7 +69,19 @@ def test_quick_suite_smoke_profile_writes_report_and_reuses_runs(tmp_path):
     assert len(runs) == 6
     for run in runs:
         assert json.loads((run / "manifest.json").read_text())["status"] == "finished"
-        assert (run / "synthesis" / "test" / "complete").is_dir()
+        assert (run / "synthesis" / "test_aug" / "complete").is_dir()  # Table II and the U-Net: test_aug
+        assert not (run / "synthesis" / "test").exists()
+    # the report states the images each table used and every method's test time and departures
+    from synthbench.data.prepared import PreparedDataset
+
+    data = PreparedDataset(out / "data")
+    summary = json.loads((report / "results.json").read_text())
+    assert summary["evaluation"]["image_quality"]["images"] == len(data.split("test_aug"))
+    assert summary["evaluation"]["downstream"]["images"] == len(data.split("seg_test_aug"))
+    assert summary["evaluation"]["downstream"]["test_split"] == "seg_test_aug"
+    assert f"Images: {len(data.split('test_aug'))} images per method (test_aug)" in board
+    assert "dropout on" in summary["test_time"]["pix2pix"] and summary["real_image_methods"] == []
+    assert "### Departures from the papers" in board and "U-Net test set" in board
     # A second invocation reuses the finished runs (same resolved config) instead of retraining.
     mtimes = {r.name: (r / "final.pt").stat().st_mtime_ns for r in runs}
     again = CliRunner().invoke(app, args)

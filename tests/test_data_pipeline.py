@@ -18,11 +18,14 @@ from synthbench.errors import SynthbenchError
 def test_phantom_dir_fixture(phantom_dir):
     ds = PreparedDataset(phantom_dir)
     assert ds.size == 64 and ds.spec.class_names == ["background", "lung", "ground_glass", "consolidation"]
-    assert set(ds.split_names) == {"train", "test", "seg_test", "train_aug", "test_aug"}
+    assert set(ds.split_names) == {"train", "test", "seg_test", "train_aug", "test_aug", "seg_test_aug"}
     sides = [set(ds.split(s).patient) for s in ("train", "test", "seg_test")]
     assert all(sides) and not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
     assert set(ds.split("train_aug").patient) == sides[0] and set(ds.split("test_aug").patient) == sides[1]
     assert len(ds.split("train_aug")) == 3 * len(ds.split("train"))
+    # the segmentation-test set is augmented by the synthesis-test factor (Table I: 73 -> 10,220 both)
+    assert set(ds.split("seg_test_aug").patient) == sides[2]
+    assert len(ds.split("seg_test_aug")) == 4 * len(ds.split("seg_test"))
     assert ds.verify()
     batch = ds.collate([ds.torch_dataset("train_aug")[i] for i in range(4)])
     assert batch.image.shape == (4, 1, 64, 64) and batch.image.min() >= -1 and batch.image.max() <= 1
@@ -73,6 +76,7 @@ def test_cli_prepare_info_preview(tmp_path):
     info = json.loads(r.stdout)
     rows = {row["split"]: row for row in info["table_i"]}
     assert rows["train"]["after"] == 2 * rows["train"]["before"] and rows["test"]["after"] == 3 * rows["test"]["before"]
+    assert rows["seg_test"]["after"] == 3 * rows["seg_test"]["before"]
     assert abs(sum(info["splits"]["train"]["class_fraction"].values()) - 1) < 1e-6
     r = runner.invoke(app, ["data", "info", str(out)])
     assert r.exit_code == 0 and "Table I" in r.output

@@ -54,21 +54,21 @@ def test_counts_n7_and_exact_halves():
         mix_counts("add", 1.5, 7)
 
 
-def test_selection_seeded_nested_and_method_independent():
-    ids = [f"{i:05d}" for i in range(40)]
+def test_selection_seeded_nested_paired_and_method_independent():
+    ids = [f"{i:05d}" for i in range(73)]  # synthetic image i is made from real sample i's label map
     mixes = [select_mix("replace", r, 73, ids, seed=3) for r in (0.1, 0.2, 0.5)]
     assert [m.n_real for m in mixes] == [66, 58, 36] and [m.n_synthetic for m in mixes] == [7, 15, 37]
     kept = [set(m.real_indices) for m in mixes]
     assert kept[2] < kept[1] < kept[0] <= set(range(73))  # drops are nested
-    assert len(set(mixes[2].synthetic_ids)) == 37 and set(mixes[2].synthetic_ids) <= set(ids)
-    # same seed and ratio -> the same images whatever the order the ids came in
-    again = select_mix("replace", 0.5, 73, list(reversed(ids)), seed=3)
-    assert again == mixes[2]
+    for m in mixes:  # replace: the dropped real images' own label maps, synthesized
+        assert sorted(int(i) for i in m.synthetic_ids) == sorted(set(range(73)) - set(m.real_indices))
+    assert select_mix("replace", 0.5, 73, ids, seed=3) == mixes[2]
     other = select_mix("replace", 0.5, 73, ids, seed=4)
     assert other.real_indices != mixes[2].real_indices
-    add = select_mix("add", 0.3, 7, ids, seed=0)
+    add = select_mix("add", 0.3, 7, ids[:7], seed=0)
     assert add.real_indices == tuple(range(7)) and add.n_synthetic == 2
-    with pytest.raises(SynthbenchError, match="needs 37 synthetic"):
+    assert set(add.synthetic_ids) <= set(ids[:7])
+    with pytest.raises(SynthbenchError, match="10 synthetic images for 73 real"):
         select_mix("replace", 0.5, 73, ids[:10])
 
 

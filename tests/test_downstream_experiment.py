@@ -86,11 +86,12 @@ def test_replace_and_add_end_to_end(phantom_dir, synth_dirs, tmp_path):
     out = tmp_path / "ds"
     df = run_experiment(phantom_dir, synth_dirs, "replace", ratios=(0, 0.1, 0.5), out_dir=out, protocol=TINY, folds=4)
     assert list(df.columns) == COLUMNS
-    n = len(PreparedDataset(phantom_dir).split("test"))  # 8 real training slices
+    n = len(PreparedDataset(phantom_dir).split("test_aug"))  # the augmented synthesis-test set: 8 x 4 = 32
+    assert n == 32
     counts = df.drop_duplicates(["method", "ratio"])[["method", "role", "ratio", "n_real", "n_synthetic"]]
     assert counts.values.tolist() == [
-        ["alpha", "sweep", 0.0, n, 0], ["alpha", "sweep", 0.1, n - 1, 1],
-        ["alpha", "sweep", 0.5, n - 4, 4], ["beta", "compare", 0.5, n - 4, 4],
+        ["alpha", "sweep", 0.0, n, 0], ["alpha", "sweep", 0.1, n - 3, 3],
+        ["alpha", "sweep", 0.5, n - 16, 16], ["beta", "compare", 0.5, n - 16, 16],
     ]
     assert set(df["class"]) == {"ground_glass", "consolidation", "infection"}
     assert df["n_folds"].max() == 4 and all(len(f) == 4 for f in df["folds"])
@@ -109,13 +110,16 @@ def test_replace_and_add_end_to_end(phantom_dir, synth_dirs, tmp_path):
     at50 = [r for r in records.values() if r["ratio"] == 0.5]
     assert at50[0]["synthetic_ids"] == at50[1]["synthetic_ids"] and at50[0]["real_indices"] == at50[1]["real_indices"]
     assert {r["method"] for r in at50} == {"alpha", "beta"} and at50[0]["synthesis"] != at50[1]["synthesis"]
+    # replace swaps each dropped real image for the synthetic image of the same label map
+    dropped = sorted(set(range(n)) - set(at50[0]["real_indices"]))
+    assert at50[0]["synthetic_ids"] == [f"{i:05d}" for i in dropped]
     assert all(r["protocol"] == TINY.to_dict() for r in records.values())
 
     # add: the ratio-0 model is the replace one (same key, reused); add keeps all real images
     mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "configs").glob("*.json")}
     add = run_experiment(phantom_dir, synth_dirs, "add", ratios=(0, 0.5), out_dir=out, protocol=TINY, folds=4)
     pairs = add.drop_duplicates(["method", "ratio"])[["method", "n_real", "n_synthetic"]].values.tolist()
-    assert pairs == [["alpha", n, 0], ["alpha", n, 4], ["beta", n, 4]]
+    assert pairs == [["alpha", n, 0], ["alpha", n, 16], ["beta", n, 16]]
     assert len(_records(out)) == 6
     assert all((out / "configs" / k).stat().st_mtime_ns == v for k, v in mtimes.items())
     zero = add[(add["ratio"] == 0) & (add["metric"] == "dice")].set_index("class")["mean"]
@@ -141,8 +145,8 @@ def test_cli_downstream_and_errors(phantom_dir, synth_dirs, tmp_path):
     bad = runner.invoke(app, args[:4] + [str(tmp_path / "missing")] + args[5:])
     assert bad.exit_code == 2 and "missing: no such run or synthesis folder" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
-    too_many = runner.invoke(app, args[:-1] + ["9"])
-    assert too_many.exit_code == 2 and "fewer than the 9 folds" in too_many.output
+    too_many = runner.invoke(app, args[:-1] + ["99"])
+    assert too_many.exit_code == 2 and "fewer than the 99 folds" in too_many.output
 
 
 def test_plugin_registered_and_runs(phantom_dir, synth_dirs, tmp_path):
@@ -152,6 +156,6 @@ def test_plugin_registered_and_runs(phantom_dir, synth_dirs, tmp_path):
                             options={"protocol": "quick", "steps": 2, "folds": 2})
     rows = task_cls().run(ctx)
     assert {r["class"] for r in rows} == {"ground_glass", "consolidation", "infection"}
-    assert all(r["n_synthetic"] == 4 and r["n_real"] == 4 for r in rows)
+    assert all(r["n_synthetic"] == 16 and r["n_real"] == 16 for r in rows)
     assert all(r["mean"] is None or 0 <= r["mean"] <= 1 for r in rows) and not any(
         isinstance(r["mean"], float) and math.isnan(r["mean"]) for r in rows)

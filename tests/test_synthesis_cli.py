@@ -37,8 +37,10 @@ def _png(path) -> np.ndarray:
 
 def test_synthesize_layout_and_completion(phantom_dir, run_dir, tmp_path):
     out = tmp_path / "syn"
+    # eval mode: deterministic, so the files can be compared with generate() (the default, pix2pix's
+    # official test mode, keeps dropout on: tests/test_fair_test_time.py)
     result = CliRunner().invoke(build_app(), ["synthesize", str(run_dir), "--data", str(phantom_dir),
-                                              "--out", str(out), "--batch-size", "3"])
+                                              "--out", str(out), "--batch-size", "3", "--test-mode", "mode=eval"])
     assert result.exit_code == 0, result.output
     ds = PreparedDataset(phantom_dir)
     test = ds.split("test")
@@ -49,6 +51,7 @@ def test_synthesize_layout_and_completion(phantom_dir, run_dir, tmp_path):
     for folder in FOLDERS:
         assert sorted(p.name for p in (out / folder).iterdir()) == [f"{i:05d}.png" for i in range(n)]
     synth = load_synthesizer(run_dir)
+    synth.set_test_mode(mode="eval")
     lung_any = False
     for i in range(n):
         label, mask = _png(out / "label" / f"{i:05d}.png"), _png(out / "mask" / f"{i:05d}.png")
@@ -88,6 +91,7 @@ def test_synthesize_augment_reproduces_prepared_test_aug(phantom_dir, run_dir, t
 def test_mean_l1_to_real_matches_direct_computation(phantom_dir, run_dir):
     ds = PreparedDataset(phantom_dir)
     synth = load_synthesizer(run_dir)
+    synth.set_test_mode(mode="eval")  # deterministic (the official mode keeps dropout on)
     arrays = ds.split("test")
     real = torch.from_numpy(np.asarray(arrays.image[:5], np.float32)).unsqueeze(1)
     fake = synth.generate(one_hot(torch.from_numpy(np.asarray(arrays.label[:5], np.int64)), ds.num_classes))

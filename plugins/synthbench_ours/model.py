@@ -20,8 +20,12 @@ Training, three steps (paper: "G1 alone, G2 alone, then jointly"), as :class:`sy
 A solo generator trains against the discriminator at its own resolution; where the variant has
 none there (one discriminator, or G0 of three generators with two discriminators) it uses the
 coarsest discriminator on its own output without resizing. In a solo stage eq. 4 has only one
-discriminator, so feature matching is plain (weight 1). Default split of the protocol's epochs
-(``stage_fractions``): 0.25 / 0.25 / 0.5 (the paper gives none; joint training is the model).
+discriminator, so feature matching is plain (weight 1, ``solo_feature_matching``); it is not
+DFM, so the "w/o DFM" ablation (``feature_matching="none"``) keeps it and removes only the
+joint stage's L_DFM. Default split of the protocol's epochs (``stage_fractions``): 0.25 / 0.25 /
+0.5 (the paper gives none; joint training is the model). The engine's learning-rate schedule
+runs over the three stages concatenated (the paper's 20 epochs: 2e-4 for the first half of the
+whole run, then linearly to 0), not restarted per stage (protocol ``lr_scope``).
 
 Generator chain (``generators``, Table V "one/three generators"): the coarsest level is a
 global generator (G1's architecture); every finer level is a local generator (G2's) at twice
@@ -34,8 +38,9 @@ architecture (the chain's coarsest level, as pix2pixHD's global generator ablati
 D2 (1/2), D3 (1/4).
 
 Logs: ``alpha`` (mean DESUM weight of G2's fusion; ``alpha_G1`` for G1's in the three-generator
-chain) and ``beta`` (mean DFM weight of D2's term; ``beta_D3`` with three discriminators) in
-every joint-stage update where they exist.
+chain) and ``beta`` (mean DFM weight of D2's term; ``beta_D3`` with three discriminators; with
+``dfm_per_layer`` also ``beta_l<i>`` per layer) plus ``beta_min`` / ``beta_max`` (the per-sample
+range within the batch) in every joint-stage update where they exist.
 """
 
 from __future__ import annotations
@@ -48,9 +53,17 @@ import torch
 from torch import nn
 
 from synthbench import Batch, OptimizerSpec, Stage, Synthesizer, SynthesizerConfigError, Update
+from synthbench.departures import UNSTATED, Departure
 from synthbench.synthesizer import set_requires_grad
 from synthbench_ours.desum import DESUM, FUSIONS
-from synthbench_ours.dfm import DFMNetwork, feature_distance, weight_objective, weighted_matching
+from synthbench_ours.dfm import (
+    DFMNetwork,
+    LayerwiseDFM,
+    feature_distance,
+    layer_distances,
+    weight_objective,
+    weighted_matching,
+)
 from synthbench_ours.losses import discriminator_loss, generator_gan_loss
 from synthbench_ours.networks import (
     NORMS,
@@ -106,6 +119,19 @@ class Ours(Synthesizer):
         "three_generators": {"generators": 3},
     }
 
+    #: The paper's value of every option (UNSTATED: the paper leaves it open; a choice listed in
+    #: :meth:`departures`). Variants (Table V) change options on purpose and are not departures.
+    paper_options = {
+        "lambda_dfm": 10.0, "ngf": 64, "ndf": 64, "n_blocks": 9, "g1_downsampling": 3,
+        "g2_output_kernel": UNSTATED, "norm": UNSTATED, "d_concat": UNSTATED, "generators": 2,
+        "single_generator": UNSTATED, "discriminators": 2, "fusion": "desum", "fixed_alpha": 0.5,
+        "desum_input": "local", "desum_channels": UNSTATED, "global_feature": UNSTATED,
+        "global_upsample": UNSTATED, "feature_matching": "dynamic", "fixed_beta": 0.5, "fm_layers": [1, 2, 3],
+        "dfm_source": "D1", "dfm_layer": UNSTATED, "dfm_input": UNSTATED, "dfm_channels": UNSTATED,
+        "beta_objective": UNSTATED, "beta_entropy": UNSTATED, "dfm_per_layer": UNSTATED,
+        "solo_feature_matching": UNSTATED, "stage_fractions": UNSTATED,
+    }
+
     def __init__(self, num_classes: int, image_size: int, options=None, variant=None):
         super().__init__(num_classes, image_size, options=options, variant=variant)
         self.stages = self._make_stages()
@@ -114,7 +140,7 @@ class Ours(Synthesizer):
     @classmethod
     def default_options(cls) -> dict[str, Any]:
         return {
-            # eq. 2
+            # eq. 2: min_G max_D sum_k L_cGAN(G, D_k) + lambda * L_DFM, lambda = 10
             "lambda_dfm": 10.0,
             # architecture (Figs. 3-5)
             "ngf": 64,
@@ -144,6 +170,9 @@ class Ours(Synthesizer):
             "dfm_channels": 64,
             "beta_objective": "adversarial",
             "beta_entropy": 0.5,
+            "dfm_per_layer": False,
+            # plain feature matching (weight 1) in the solo stages, where eq. 4 has one discriminator
+            "solo_feature_matching": True,
             # three training steps
             "stage_fractions": {"global": 0.25, "local": 0.25, "joint": 0.5},
         }
@@ -165,6 +194,9 @@ class Ours(Synthesizer):
             for key in ("lambda_dfm", "fixed_alpha", "fixed_beta", "beta_entropy"):
                 o[key] = float(o[key])
             o["fm_layers"] = [int(i) for i in o["fm_layers"]]
+            for key in ("dfm_per_layer", "solo_feature_matching"):
+                if not isinstance(o[key], bool):
+                    raise TypeError(f"{key} must be true or false, got {o[key]!r}")
             o["stage_fractions"] = {str(k): float(v) for k, v in dict(o["stage_fractions"]).items()}
         except (TypeError, ValueError) as exc:
             raise err(f"invalid option value: {exc}") from exc
@@ -274,8 +306,11 @@ class Ours(Synthesizer):
         for name in self.discriminator_names:
             nets[name] = PatchDiscriminator(c, 1, o["ndf"], 3, o["norm"], o["d_concat"])
         if self.uses_dfm_net:
-            channels = nets[o["dfm_source"]].feature_channels[o["dfm_layer"] - 1]
-            nets["DFM"] = DFMNetwork(channels, o["discriminators"], o["dfm_channels"])
+            channels = nets[o["dfm_source"]].feature_channels
+            if o["dfm_per_layer"]:
+                nets["DFM"] = LayerwiseDFM([channels[i - 1] for i in o["fm_layers"]], o["discriminators"], o["dfm_channels"])
+            else:
+                nets["DFM"] = DFMNetwork(channels[o["dfm_layer"] - 1], o["discriminators"], o["dfm_channels"])
         for name, net in nets.items():
             # pix2pixHD's N(0, 0.02) for the generators and discriminators. The weighting networks
             # (DESUM, DFM; not in pix2pixHD) keep PyTorch's default init: with N(0, 0.02) their
@@ -349,7 +384,10 @@ class Ours(Synthesizer):
 
     # ------------------------------------------------------------------ training
     def optimizers(self, stage: str) -> dict[str, OptimizerSpec]:
-        """Adam, beta1 0.5, beta2 0.999 (paper's training settings) for G, D and beta's network."""
+        """Adam, beta1 0.5, beta2 0.999 (paper's training settings) for G, D and beta's network.
+
+        In the joint stage a coarser generator contributes only its feature (F_global), so its image
+        head (trained in its solo stage) is not named: it receives no gradient there."""
         levels, discs = self._plan(stage)
         betas = (0.5, 0.999)
         g_nets = [lv.name for lv in levels]
@@ -359,42 +397,64 @@ class Ours(Synthesizer):
         dfm_with_g = stage == "joint" and self.uses_dfm_net and self.options["beta_objective"] == "generator"
         if dfm_with_g:
             g_nets.append("DFM")
-        specs["G"] = OptimizerSpec(tuple(p for n in g_nets for p in self.nets[n].parameters()), 1.0, betas)
+        unused = {id(p) for lv in levels[:-1] for p in self.nets[lv.name].to_image.parameters()} if stage == "joint" else set()
+        g_params = tuple(p for n in g_nets for p in self.nets[n].parameters() if id(p) not in unused)
+        specs["G"] = OptimizerSpec(g_params, 1.0, betas)
         specs["D"] = OptimizerSpec(tuple(p for n in dict.fromkeys(discs) for p in self.nets[n].parameters()), 1.0, betas)
         if stage == "joint" and self.uses_dfm_net and not dfm_with_g:
             specs["DFM"] = OptimizerSpec(tuple(self.nets["DFM"].parameters()), 1.0, betas)
         return specs
 
-    def _fm_weights(self, feats: dict[str, tuple], batch_size: int, device) -> torch.Tensor | None:
-        """Per-sample weights [B, K] of the discriminators' matching terms, or None without FM."""
+    def _fm_weights(self, feats: dict[str, tuple], dist: torch.Tensor) -> torch.Tensor | None:
+        """Weights of the discriminators' matching terms, shaped like ``dist`` ([B, K] or [B, L, K])."""
         o, k = self.options, self.options["discriminators"]
         mode = o["feature_matching"]
         if mode == "none":
             return None
         if mode == "plain" or k == 1:
-            return torch.ones(batch_size, k, device=device)
+            return torch.ones_like(dist)
         if mode == "fixed":
             row = [1 - o["fixed_beta"], o["fixed_beta"]] if k == 2 else [1.0 / k] * k
-            return torch.tensor(row, device=device).expand(batch_size, k)
+            return torch.tensor(row, device=dist.device, dtype=dist.dtype).expand_as(dist)
         return self.train_nets["DFM"](self._dfm_input(feats))
 
-    def _dfm_input(self, feats: dict[str, tuple]) -> torch.Tensor:
-        """D_src^i for beta's network: of the synthetic sample, the real one, or their difference; detached."""
+    def _dfm_input(self, feats: dict[str, tuple]) -> torch.Tensor | list[torch.Tensor]:
+        """D_src^i for beta's network: of the synthetic sample, the real one, or their difference;
+        detached. Per layer (``dfm_per_layer``): one such feature for every matched layer."""
         o = self.options
         real, fake = feats[o["dfm_source"]]
-        i = o["dfm_layer"] - 1
-        if o["dfm_input"] == "fake":
-            return fake[i].detach()
-        if o["dfm_input"] == "real":
-            return real[i].detach()
-        return (real[i] - fake[i]).abs().detach()
 
-    @staticmethod
-    def _weight_logs(weights: torch.Tensor, logs: dict[str, Any]) -> None:
-        if weights.shape[1] >= 2:
-            logs["beta"] = weights[:, 1].mean().detach()
-        if weights.shape[1] >= 3:
-            logs["beta_D3"] = weights[:, 2].mean().detach()
+        def pick(i: int) -> torch.Tensor:
+            if o["dfm_input"] == "fake":
+                return fake[i].detach()
+            if o["dfm_input"] == "real":
+                return real[i].detach()
+            return (real[i] - fake[i]).abs().detach()
+
+        if o["dfm_per_layer"]:
+            return [pick(i - 1) for i in o["fm_layers"]]
+        return pick(o["dfm_layer"] - 1)
+
+    def _distances(self, real_f: list[torch.Tensor], fake_f: list[torch.Tensor]) -> torch.Tensor:
+        """Eq. 4's per-element L1 feature distances of one discriminator: [B] summed over the
+        layers, or [B, L] per layer with ``dfm_per_layer``."""
+        layers = tuple(self.options["fm_layers"])
+        if self.options["dfm_per_layer"]:
+            return layer_distances(real_f, fake_f, layers)
+        return feature_distance(real_f, fake_f, layers)
+
+    def _weight_logs(self, weights: torch.Tensor, logs: dict[str, Any]) -> None:
+        """beta (mean), its per-sample range in the batch, and beta per layer with ``dfm_per_layer``."""
+        if weights.shape[-1] >= 2:
+            beta = weights[..., 1].detach()
+            per_sample = beta.mean(dim=1) if beta.dim() == 2 else beta
+            logs["beta"] = per_sample.mean()
+            logs["beta_min"], logs["beta_max"] = per_sample.min(), per_sample.max()
+            if beta.dim() == 2:
+                for j, layer in enumerate(self.options["fm_layers"]):
+                    logs[f"beta_l{layer}"] = beta[:, j].mean()
+        if weights.shape[-1] >= 3:
+            logs["beta_D3"] = weights[..., 2].mean().detach()
 
     def training_step(self, stage: str, batch: Batch) -> Iterator[Update]:
         """One iteration: D update (eq. 3), then beta's network (adversarial DFM), then G (eq. 2)."""
@@ -439,18 +499,18 @@ class Ours(Synthesizer):
             d_feats[name] = ([f.detach() for f in real_f], [f.detach() for f in fake_f])
         yield Update("D", d_loss, d_logs)
 
-        layers = tuple(o["fm_layers"])
         joint_dfm = stage == "joint" and self.uses_dfm_net
         # 2) beta's network (adversarial reading of eq. 4, see dfm.py), on detached features
         if joint_dfm and o["beta_objective"] == "adversarial":
-            dist = torch.stack([feature_distance(*d_feats[n], layers) for n in discs], dim=1)
+            dist = torch.stack([self._distances(*d_feats[n]) for n in discs], dim=-1)
             weights = nets["DFM"](self._dfm_input(d_feats))
             logs: dict[str, Any] = {}
             self._weight_logs(weights, logs)
             yield Update("DFM", weight_objective(dist, weights, o["beta_entropy"], maximise=True), logs)
 
-        # 3) generator: eq. 2 = sum_k cGAN + lambda * L_DFM
+        # 3) generator: eq. 2 = sum_k cGAN + lambda * L_DFM (solo stages: plain feature matching)
         set_requires_grad(d_nets, False)
+        matching = o["feature_matching"] != "none" if stage == "joint" else o["solo_feature_matching"]
         g_gan = 0.0
         distances, g_feats = [], {}
         g_logs: dict[str, Any] = {}
@@ -459,14 +519,14 @@ class Ours(Synthesizer):
             term = generator_gan_loss(fake_logits)
             g_gan = g_gan + term
             g_logs[f"G_{name}"] = term.detach()
-            if o["feature_matching"] != "none":
+            if matching:
                 with torch.no_grad():
                     _, real_f = nets[name](m, x)
-                distances.append(feature_distance(real_f, fake_f, layers))
+                distances.append(self._distances(real_f, fake_f))
                 g_feats[name] = (real_f, fake_f)
         loss = g_gan
         if distances:
-            dist = torch.stack(distances, dim=1)
+            dist = torch.stack(distances, dim=-1)
             if stage == "joint":
                 if joint_dfm and o["beta_objective"] == "generator":
                     weights = nets["DFM"](self._dfm_input(g_feats))
@@ -474,26 +534,89 @@ class Ours(Synthesizer):
                     weights = weights.detach()
                 else:
                     with torch.no_grad():
-                        weights = self._fm_weights(g_feats, dist.shape[0], dist.device)
+                        weights = self._fm_weights(g_feats, dist)
                 self._weight_logs(weights, g_logs)
             else:
                 weights = torch.ones_like(dist)
             dfm = weighted_matching(dist, weights.to(dist.dtype))
             loss = loss + o["lambda_dfm"] * dfm
-            g_logs["G_dfm"] = dfm.detach()
+            g_logs["G_dfm" if stage == "joint" else "G_fm"] = dfm.detach()
         g_logs["G_gan"] = g_gan.detach()
         for key, alpha in alphas.items():
             g_logs[key] = alpha.mean().detach()
         try:
             yield Update("G", loss, g_logs)
-        finally:  # D trainable again (the engine builds optimizers from params requiring grad)
+        finally:  # D trainable again for the next D step
             set_requires_grad(d_nets, True)
 
     # ------------------------------------------------------------------ reporting
+    @classmethod
+    def departures(cls, options) -> list[Departure]:
+        """The choices made where the paper is silent (no code was published), and their reasons."""
+        o = options
+        return [
+            Departure("G1's upsampling path (Fig. 3)", "three upsampling convs to 256, 128, 64 channels, then a 7x7 "
+                      "conv to the image at half resolution; the kind of upsampling is not named",
+                      "3x3 stride-2 transposed convs (pix2pixHD's global generator), the last one 128 -> 64 at G1's "
+                      "output resolution, then reflection pad + 7x7 conv + tanh",
+                      "pix2pixHD's global generator, which G1 extends; matches every channel and size the paper gives"),
+            Departure("G2's image head", "\"7x7 conv 64 -> image\"; the layer that makes the image is not named",
+                      f"a {o['g2_output_kernel']}x{o['g2_output_kernel']} conv + tanh after the 7x7 conv 64",
+                      "with a 1x1 projection G2 alone did not learn on the phantom (L1 0.88 -> 0.88 in 30 steps; "
+                      "7x7: 0.78 -> 0.18)", "g2_output_kernel"),
+            Departure("normalisation", "not named", f"{o['norm']} norm (InstanceNorm without affine, as pix2pixHD)",
+                      "the global-local design is pix2pixHD's; identical on one GPU and on CPU", "norm"),
+            Departure("discriminator \"Concat\" (Fig. 5)", "a Concat between the 128 and 256 layers, inputs not named",
+                      "label map re-injected (area-resized) before the 256 layer" if o["d_concat"] == "label"
+                      else "none (plain PatchGAN)",
+                      "D_k(m, x) sees only m and x in eqs. 3-4; joining the other discriminator would couple D1 and D2",
+                      "d_concat"),
+            Departure("F_global for DESUM", "\"an output feature map of G1's upsampling path\"",
+                      f"G1's {o['global_feature']} upsampling feature, 1x1 conv to F_local's channels, "
+                      f"{o['global_upsample']} resize to G2's resolution (inside the DESUM net)",
+                      "pix2pixHD fuses the global generator's last features", "global_feature, global_upsample"),
+            Departure("DESUM weighting net width", "3 conv + 2 FC layers, widths not stated",
+                      f"{o['desum_channels']} channels, FC {o['desum_channels']} -> {o['desum_channels'] // 2} -> 1",
+                      "a small net; the paper gives no widths", "desum_channels"),
+            Departure("DFM: beta's input", "\"an intermediate feature D1^i of D1\"",
+                      (f"D1 layers {o['fm_layers']}, one beta per layer" if o["dfm_per_layer"]
+                       else f"{o['dfm_source']} layer {o['dfm_layer']} (128 channels)")
+                      + f", feature of the {o['dfm_input']} sample, detached",
+                      "beta must not train D, and G must not move beta through its features",
+                      "dfm_layer, dfm_input, dfm_per_layer"),
+            Departure("DFM: one beta or one per layer", "eq. 4 has one beta inside the sum over layers i; its CNN "
+                      "reads \"D1^i\"", "one beta per sample (per layer with dfm_per_layer)",
+                      "both readings are possible; the per-layer one lets coarse and fine features weigh the two "
+                      "resolutions differently", "dfm_per_layer"),
+            Departure("DFM: how beta's CNN trains", "not stated",
+                      f"{o['beta_objective']}: its own step after D's, maximising the beta-weighted normalised "
+                      f"distances plus entropy x {o['beta_entropy']} (G then minimises eq. 4 with beta fixed)",
+                      "trained through G's objective beta collapses onto the smaller distance (the trivial "
+                      "solution); beta_objective='generator' is that literal reading", "beta_objective, beta_entropy"),
+            Departure("DFM net width", "not stated", f"2 convs of {o['dfm_channels']} channels + FC",
+                      "a small net; the paper gives no widths", "dfm_channels"),
+            Departure("solo stages' feature matching", "eq. 4 needs two discriminators; solo steps not described",
+                      "plain feature matching (weight 1, lambda 10) against the one discriminator"
+                      if o["solo_feature_matching"] else "none",
+                      "what eq. 4 reduces to with one discriminator; it is not DFM, so the w/o DFM ablation keeps it",
+                      "solo_feature_matching"),
+            Departure("stage lengths", "three steps (G1 alone, G2 alone, joint), lengths not stated",
+                      ", ".join(f"{k} {v:g}" for k, v in o["stage_fractions"].items()) + " of the epochs, one "
+                      "learning-rate schedule over the three (2e-4 for the first half of the run, then to 0)",
+                      "joint training is the model; the paper's schedule is stated for the whole 20 epochs",
+                      "stage_fractions, protocol lr_scope"),
+            Departure("one-generator ablation", "Table V \"one generator\": which one not stated",
+                      f"{o['single_generator']}: G1's architecture at full resolution" if o["single_generator"] == "global"
+                      else "G2 alone at full resolution", "pix2pixHD's global-generator ablation",
+                      "single_generator"),
+        ]
+
     def describe(self) -> dict[str, Any]:
         """Choices made where the paper is vague, and the parameter counts of every Table V variant."""
         o = self.options
         notes: dict[str, Any] = {
+            "objective (eq. 2)": f"sum_k L_cGAN(G, D_k) + lambda * L_DFM with lambda = lambda_dfm = {o['lambda_dfm']:g} "
+            "(the paper's lambda = 10); vanilla cGAN loss (eq. 3)",
             "generator chain": " -> ".join(f"{lv.name} ({lv.kind}, 1/{2 ** lv.scale})" for lv in self.levels),
             "F_global": (
                 f"G1's {o['global_feature']} upsampling feature, "
@@ -504,8 +627,10 @@ class Ours(Synthesizer):
             "discriminator Concat": "label map re-injected before the 256 layer" if o["d_concat"] == "label" else "none",
             "DFM": (
                 f"{o['feature_matching']}; layers {o['fm_layers']} of each D paired by index; beta from "
-                f"{o['dfm_source']} layer {o['dfm_layer']} ({o['dfm_input']}); beta trained {o['beta_objective']}ly"
-                f" with entropy {o['beta_entropy']}"
+                + (f"{o['dfm_source']} layers {o['fm_layers']}, one per layer" if o["dfm_per_layer"]
+                   else f"{o['dfm_source']} layer {o['dfm_layer']}")
+                + f" ({o['dfm_input']}); beta trained {o['beta_objective']}ly with entropy {o['beta_entropy']}; "
+                + ("plain feature matching in the solo stages" if o["solo_feature_matching"] else "none in the solo stages")
             ),
             "stages": ", ".join(f"{s.name} {s.fraction:g}" for s in self.stages),
         }

@@ -12,6 +12,13 @@ Facts from ``shared/reference/baselines.md`` ("pix2pix"):
 * Loss (Eq. 4 of the pix2pix paper): vanilla GAN (BCE with logits) + 100 x L1; D loss
   ``0.5 * (real + fake)``. Init N(0, 0.02). Adam betas (0.5, 0.999).
 
+Test time (``test_modes["mode"]``): by default as the official ``test.py`` without ``--eval``,
+which the Jiang et al. comparison used: the generator stays in train mode, so dropout is on and
+BatchNorm normalises with the statistics of the image itself (test.py runs batch size 1; here
+each image is generated alone, so the result does not depend on the synthesis batch, and the
+running statistics are left untouched). ``mode=eval`` (``synthbench synthesize --test-mode
+mode=eval``) is ``test.py --eval``: dropout off, running statistics.
+
 Image sizes: the number of downsamplings is ``log2(size)`` capped at 8 (the official
 ``unet_256``); at 512 the default keeps 8 (a 2x2 bottleneck, which the official code allows);
 option ``num_downs=9`` builds the 9-level U-Net instead. Any size divisible by ``2**num_downs``
@@ -100,6 +107,16 @@ class Pix2Pix(Synthesizer):
     reduced_options = {"ngf": 16, "ndf": 16}
     summary = "U-Net generator, 70x70 PatchGAN, vanilla GAN + L1 (Isola et al. 2017)"
     citation = "Isola, Zhu, Zhou, Efros. Image-to-Image Translation with Conditional Adversarial Networks. CVPR 2017."
+    test_modes = {
+        "mode": {
+            "official": "dropout on, batch statistics of each image (official test.py without --eval, batch 1)",
+            "eval": "dropout off, running BatchNorm statistics (test.py --eval)",
+        }
+    }
+    paper_options = {
+        "ngf": 64, "ndf": 64, "n_layers_D": 3, "num_downs": 8, "lambda_l1": 100.0, "dropout": True,
+        "init_gain": 0.02, "betas": (0.5, 0.999),
+    }
 
     @classmethod
     def default_options(cls):
@@ -165,11 +182,46 @@ class Pix2Pix(Synthesizer):
         finally:
             set_requires_grad(self.nets["D"], True)
 
+    @torch.no_grad()
+    def generate(self, onehot: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        """G's image; see the module docstring for the two test-time modes."""
+        if self.test_mode["mode"] == "eval":
+            return super().generate(onehot, style)
+        self.check_input(onehot)
+        net = self.nets["G"]
+        norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        was, tracked = net.training, [m.track_running_stats for m in norms]
+        net.train(True)
+        for m in norms:  # train mode without touching the running statistics
+            m.track_running_stats = False
+        try:
+            return torch.cat([net(onehot[i:i + 1]) for i in range(onehot.shape[0])])
+        finally:
+            for m, flag in zip(norms, tracked, strict=True):
+                m.track_running_stats = flag
+            net.train(was)
+
+    @classmethod
+    def departures(cls, options):
+        from synthbench.departures import Departure
+
+        rows = [
+            Departure("input and output", "RGB photo in, RGB image out (3 channels each)",
+                      "one-hot label map in, one gray channel out", "label-map-to-CT synthesis (baselines.md)"),
+            Departure("U-Net levels (num_downs)", "8 (unet_256)",
+                      "log2(size) capped at 8: 8 at 256 and 512 px, fewer below 256 px where 8 levels do not fit",
+                      "the official U-Net needs a side of at least 256", "num_downs"),
+            Departure("batch size and schedule", "batch 1, 100 + 100 epochs (pix2pix paper)",
+                      "the shared protocol of Jiang et al. (batch 16, 20 epochs, 2e-4 then linear decay)",
+                      "every method of the comparison trains under the same settings", "protocol"),
+        ]
+        return rows
+
     def describe(self):
         notes = {
             "U-Net levels": f"{self.num_downs} downsamplings (bottleneck {self.image_size // 2 ** self.num_downs}px)",
             "reference counts": "G 54,410,881 / D 2,767,681 at 4 classes, 256 px (baselines.md)",
-            "departures": "1 gray output channel; one-hot label input",
+            "test time": self.describe_test_mode(),
         }
         if self.image_size >= 512 and self.options["num_downs"] is None:
             notes["512 px"] = "8 downsamplings (2x2 bottleneck, as the official code allows); num_downs=9 for 9 levels"

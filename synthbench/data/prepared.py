@@ -8,9 +8,10 @@ On-disk layout (format ``synthbench-prepared/1``)::
     DIR/splits/<split>/index.json      per sample: patient id, source slice, augmentation number
 
 Split names: ``train`` (synthesis training), ``test`` (synthesis test), ``seg_test``
-(segmentation test) hold the real slices; ``train_aug`` and ``test_aug`` hold their augmented
-expansions (paper: 300 -> 12,000 and 73 -> 10,220). The content hash covers the spec and every
-array byte, so two methods trained on the same hash saw byte-identical data.
+(segmentation test) hold the real slices; ``train_aug``, ``test_aug`` and ``seg_test_aug`` hold
+their augmented expansions (paper Table I: 300 -> 12,000, 73 -> 10,220 and 73 -> 10,220; the
+segmentation-test set is expanded by the synthesis-test factor). The content hash covers the
+spec and every array byte, so two methods trained on the same hash saw byte-identical data.
 
 The directory is written under a temporary name, every file fsynced, and renamed when
 complete: a killed ``data prepare`` leaves nothing half-written (its temporary folders are
@@ -44,7 +45,9 @@ from synthbench.synthesizer import Batch
 
 FORMAT = "synthbench-prepared/1"
 REAL_SPLITS = ("train", "test", "seg_test")
-AUGMENTED_SPLITS = ("train_aug", "test_aug")
+AUGMENTED_SPLITS = ("train_aug", "test_aug", "seg_test_aug")
+#: The augmented expansion of each real split.
+AUGMENTED_OF = dict(zip(REAL_SPLITS, AUGMENTED_SPLITS, strict=True))
 
 
 #: Rows of an array written (and hashed) at once.

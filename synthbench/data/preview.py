@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from synthbench.data.prepared import AUGMENTED_SPLITS, REAL_SPLITS, PreparedDataset
+from synthbench.data.prepared import AUGMENTED_OF, REAL_SPLITS, PreparedDataset
 from synthbench.errors import SynthbenchError
 from synthbench.io import atomic_path
 
@@ -32,11 +32,9 @@ def summarize(ds: PreparedDataset) -> dict[str, Any]:
             "class_fraction": {c.name: float(counts[c.id] / total) for c in spec.classes},
         }
     table = []
-    for real, augmented in zip(("train", "test"), AUGMENTED_SPLITS, strict=False):
+    for real, augmented in AUGMENTED_OF.items():
         if real in splits:
             table.append({"split": real, "before": splits[real]["count"], "after": splits.get(augmented, {}).get("count", 0)})
-    if "seg_test" in splits:
-        table.append({"split": "seg_test", "before": splits["seg_test"]["count"], "after": splits["seg_test"]["count"]})
     return {
         "path": str(ds.root),
         "name": spec.name,

@@ -6,10 +6,15 @@
 
 ``round_half_up`` works on the decimal value of the ratio (``Fraction(str(ratio))``), so
 ``0.5 * 73 = 36.5 -> 37`` and ``0.7 * 5 = 3.5 -> 4`` exactly, free of binary floating-point
-error. Selection is seeded and independent of the method: the real images dropped are the first
-``n_synthetic`` of one seeded permutation of the real indices (so drops are nested: 20% drops
-the 10% images and more), and the synthetic images are the first ``n_synthetic`` of one seeded
-permutation of the sample ids that every compared synthesis folder holds. The same ratio
+error.
+
+Real and synthetic images are paired: synthetic image ``i`` was made from the label map of real
+training sample ``i`` (both come from the augmented synthesis-test label maps, ``test_aug``).
+Selection is seeded and independent of the method: the label maps chosen are the first
+``n_synthetic`` of one seeded permutation of the training indices (so choices are nested: 20%
+takes the 10% maps and more). ``replace`` swaps the real image of each chosen map for its
+synthetic one (every ratio trains on the same label maps; only the image source changes);
+``add`` adds the synthetic images of the chosen maps to all real images. The same ratio
 therefore uses the same real images and the same label maps for every method.
 """
 
@@ -60,17 +65,17 @@ def mix_counts(experiment: str, ratio: float, n_real: int) -> tuple[int, int]:
     return (n_real - k, k) if experiment == "replace" else (n_real, k)
 
 
-def select_mix(experiment: str, ratio: float, n_real: int, synthetic_ids: list[str], seed: int = 0) -> Mix:
-    """The seeded, method-independent choice of real indices and synthetic ids for one ratio."""
+def select_mix(experiment: str, ratio: float, n_real: int, paired_ids: list[str], seed: int = 0) -> Mix:
+    """The seeded, method-independent choice for one ratio; ``paired_ids[i]`` is the synthetic
+    image made from real training sample ``i``'s label map (see the module docstring)."""
     keep, k = mix_counts(experiment, ratio, n_real)
-    if k > len(synthetic_ids):
+    if len(paired_ids) != n_real:
         raise SynthbenchError(
-            f"{experiment} {ratio:.0%} needs {k} synthetic images, the synthesis folders share only {len(synthetic_ids)}"
-        )
-    real_order = np.random.default_rng([seed, 1]).permutation(n_real)
-    real = tuple(sorted(int(i) for i in real_order[k:])) if experiment == "replace" else tuple(range(n_real))
-    ids = sorted(synthetic_ids)
-    synth_order = np.random.default_rng([seed, 2]).permutation(len(ids))
-    chosen = tuple(ids[int(i)] for i in synth_order[:k])
-    assert len(real) == keep and len(chosen) == k
-    return Mix(experiment, float(ratio), real, chosen)
+            f"{experiment} {ratio:.0%}: {len(paired_ids)} synthetic images for {n_real} real training images; "
+            "each real label map needs its synthetic image")
+    order = np.random.default_rng([seed, 1]).permutation(n_real)
+    chosen = sorted(int(i) for i in order[:k])
+    real = tuple(sorted(int(i) for i in order[k:])) if experiment == "replace" else tuple(range(n_real))
+    synthetic = tuple(paired_ids[i] for i in chosen)
+    assert len(real) == keep and len(synthetic) == k
+    return Mix(experiment, float(ratio), real, synthetic)

@@ -95,6 +95,47 @@ def lesion_targets(label: np.ndarray, lesion_ids: tuple[int, ...], num_classes: 
     return lut[np.asarray(label, dtype=np.int64)]
 
 
+class Take:
+    """Rows ``indices`` of ``array`` (a memory map stays on disk until a batch reads its rows)."""
+
+    def __init__(self, array, indices):
+        self.array, self.indices = array, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return np.asarray(self.array[self.indices[rows]])
+
+
+class Rows:
+    """Several ``[n_i, H, W]`` arrays read as one, a batch of rows at a time (memory-mapped parts
+    stay on disk: the paper's 10,220-image sets at 512 px never sit in memory as float32);
+    ``transform`` is applied to each block read (e.g. :func:`lesion_targets`)."""
+
+    def __init__(self, parts, transform=None):
+        self.parts = [p for p in parts if len(p)]
+        self.transform = transform
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, idx) -> np.ndarray:
+        idx = np.atleast_1d(np.arange(len(self))[idx] if isinstance(idx, slice) else np.asarray(idx, dtype=np.int64))
+        part = np.searchsorted(self.offsets[1:], idx, side="right")
+        blocks, where = [], []
+        for p in np.unique(part):
+            mask = part == p
+            block = np.asarray(self.parts[p][idx[mask] - self.offsets[p]])
+            blocks.append(self.transform(block) if self.transform else block)
+            where.append(mask)
+        out = np.empty((len(idx),) + blocks[0].shape[1:], dtype=blocks[0].dtype)
+        for block, mask in zip(blocks, where, strict=True):
+            out[mask] = block
+        return out
+
+
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     """1 - mean soft Dice over the lesion classes (channels 1..K), pooled over the batch."""
     prob = logits.softmax(dim=1)[:, 1:]
@@ -125,18 +166,19 @@ def train_unet(
     device: str = "cpu",
     description: str = "U-Net",
 ) -> tuple[UNet, dict[str, Any]]:
-    """Train a U-Net on ``images`` float ``[N, H, W]`` in [-1, 1] and ``targets`` int ``[N, H, W]``.
+    """Train a U-Net on ``images`` float ``[N, H, W]`` in [-1, 1] and ``targets`` int ``[N, H, W]``
+    (arrays, memory maps or :class:`Rows`; only the rows of each batch are read).
 
     Returns the model (eval mode) and a log ``{"loss": [[step, loss], ...], "seconds": ...}``.
     A non-finite loss stops training with :class:`NonFiniteLossError`.
     """
     if len(images) == 0:
         raise SynthbenchError("U-Net training set is empty")
+    if len(images) != len(targets):
+        raise SynthbenchError(f"U-Net training set: {len(images)} images but {len(targets)} targets")
     torch.manual_seed(protocol.seed)
     model = UNet(num_targets, 1, protocol.depth, protocol.width, protocol.batch_norm).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=protocol.lr, betas=protocol.betas, weight_decay=protocol.weight_decay)
-    x_all = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1)
-    y_all = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64))
     gen = torch.Generator().manual_seed(protocol.seed)
     log: list[list[float]] = []
     start = time.perf_counter()
@@ -144,8 +186,10 @@ def train_unet(
     running = 0.0
     with progress() as bar:
         task = bar.add_task(description, total=protocol.steps)
-        for step, idx in enumerate(_batches(len(x_all), protocol.batch_size, protocol.steps, gen), start=1):
-            x, y = x_all[idx], y_all[idx]
+        for step, idx in enumerate(_batches(len(images), protocol.batch_size, protocol.steps, gen), start=1):
+            rows = idx.numpy()
+            x = torch.from_numpy(np.asarray(images[rows], dtype=np.float32)).unsqueeze(1)
+            y = torch.from_numpy(np.asarray(targets[rows], dtype=np.int64))
             if protocol.augment == "flip":
                 flip = torch.rand(len(idx), generator=gen) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -168,7 +212,7 @@ def train_unet(
                 running = 0.0
             bar.advance(task)
     model.eval()
-    return model, {"loss": log, "seconds": time.perf_counter() - start, "train_images": int(len(x_all))}
+    return model, {"loss": log, "seconds": time.perf_counter() - start, "train_images": int(len(images))}
 
 
 @torch.no_grad()

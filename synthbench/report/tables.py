@@ -37,6 +37,17 @@ from synthbench.report.results import (
 #: Significance level of the paired test against the best method.
 ALPHA = 0.05
 SIG_MARK = "\u2020"  # dagger
+#: Marks a method that saw the real target slice at test time (``--style real``).
+REAL_MARK = "\u2021"  # double dagger
+REAL_NOTE = f"{REAL_MARK}: synthesized with the real target slice as style image (reconstruction: the method saw the answer)"
+
+
+def _row_name(method: str, real: set[str]) -> str:
+    return f"{method} {REAL_MARK}" if method in real else method
+
+
+def _with_real_note(note: str, methods, real: set[str]) -> str:
+    return f"{note} {REAL_NOTE}." if real & set(methods) else note
 
 
 @dataclass
@@ -208,9 +219,12 @@ def _with_plugin(results: ComparisonResults, headers: list[str]) -> list[str]:
 
 
 def _labels(table: Table, results: ComparisonResults, method: str, *rest: str) -> list[str]:
+    """A row's header cells: the method (marked when its synthesis saw the real image), its plugin
+    when the table has that column, then ``rest``."""
+    name = _row_name(method, results.real_image_methods())
     if "plugin" in table.row_headers:
-        return [method, results.plugin_label(method) or "-", *rest]
-    return [method, *rest]
+        return [name, results.plugin_label(method) or "-", *rest]
+    return [name, *rest]
 
 
 def _quality_note(iq: pd.DataFrame) -> str:
@@ -257,10 +271,12 @@ def image_quality_table(results: ComparisonResults) -> Table:
                 hib = bool(sub["higher_is_better"].iloc[0])
                 arrow = "\u2191" if hib else "\u2193"
                 columns.append(Column(f"{setting}/{metric}", f"{metric} {arrow}", setting, hib))
-    table = Table("image_quality", "Image quality (Table II)", _with_plugin(results, ["method"]), columns,
-                  note=_spread_note(iq) + _quality_note(iq))
+    real = results.real_image_methods()
     failures = results.failures
-    for method in [m for m in results.methods if m in set(iq["method"]) or m in failures]:
+    methods = [m for m in results.methods if m in set(iq["method"]) or m in failures]
+    table = Table("image_quality", "Image quality (Table II)", _with_plugin(results, ["method"]), columns,
+                  note=_with_real_note(_spread_note(iq) + _quality_note(iq), methods, real))
+    for method in methods:
         if method in failures:  # no values from a method with a failed run: only the reason
             table.failed[method] = failures[method]
             table.rows.append((_labels(table, results, method), [None] * len(columns)))
@@ -299,6 +315,7 @@ def downstream_tables(results: ComparisonResults) -> list[Table]:
     present_metrics = set(ds["metric"])
     metrics = [m for m in DOWNSTREAM_METRICS if m in present_metrics] + sorted(present_metrics - set(DOWNSTREAM_METRICS))
     method_order = {m: i for i, m in enumerate(results.methods)}
+    real = results.real_image_methods()
     for experiment in [e for e in titles if e in set(ds["experiment"])]:
         for metric in metrics:
             sub = ds[(ds["experiment"] == experiment) & (ds["metric"] == metric)]
@@ -312,7 +329,7 @@ def downstream_tables(results: ComparisonResults) -> list[Table]:
                 f"{titles[experiment]}: {metric}",
                 _with_plugin(results, ["method", "synthetic"]),
                 columns,
-                note=_spread_note(sub) + DOWNSTREAM_NOTES.get(metric, ""),
+                note=_with_real_note(_spread_note(sub) + DOWNSTREAM_NOTES.get(metric, ""), set(sub["method"]), real),
             )
             keys = sorted(
                 {(m, float(r)) for m, r in zip(sub["method"], sub["ratio"], strict=True)},

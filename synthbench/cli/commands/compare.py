@@ -38,6 +38,8 @@ def compare(
     unet: str = typer.Option("quick", "--unet-protocol", help="U-Net protocol of the downstream task: quick or default."),
     folds: int = typer.Option(10, "--folds", help="Folds of the test sets for mean and 95% CI (fewer if a split is small)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    style: str = typer.Option("none", "--style", help="'real': style-based methods (SEAN) reconstruct from the real "
+                              "slice (sees the answer; marked in the report). Default 'none': the label map only."),
 ) -> None:
     """Train, synthesize, evaluate and run the downstream experiments for several methods; write the report.
 
@@ -49,7 +51,7 @@ def compare(
     cfg = CompareConfig(
         methods=parse_methods(methods), out_dir=out, data=data, protocol=protocol, seeds=seeds,
         experiments=tuple(e.strip() for e in experiments.split(",") if e.strip()),
-        unet_protocol=unet, device=device, folds=folds,
+        unet_protocol=unet, device=device, folds=folds, style=style,
     )
     if (parsed := _parse_floats(ratios)) is not None:
         cfg.ratios = parsed

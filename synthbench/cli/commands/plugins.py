@@ -70,7 +70,9 @@ def info(
     option: list[str] = typer.Option(None, "--option", help="Method option key=value (repeatable), as for train."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """A synthesizer's networks with exact parameter counts for a class count and size."""
+    """A synthesizer's networks with exact parameter counts, its test-time settings and every
+    departure from its paper or official code (docs/departures.md), for a class count and size."""
+    from synthbench.departures import method_departures
     from synthbench.options import build_options, split_key_values, typed_options
 
     cls = get_registry().synthesizer(method)
@@ -103,6 +105,9 @@ def info(
         "options": synth.options,
         "provenance": get_registry().provenance("synthesizers", method),
         "notes": synth.describe(),
+        "test_time": {"default": synth.describe_test_mode(), "modes": {k: dict(v) for k, v in cls.test_modes.items()},
+                      "uses_style": bool(getattr(synth, "uses_style", False))},
+        "departures": [d.to_dict() for d in method_departures(cls, synth.options)],
     }
     if as_json:
         print_json(result)
@@ -123,3 +128,12 @@ def info(
         console.print(f"options differing from the defaults: {', '.join(f'{k}={v!r}' for k, v in differing.items())}")
     for key, value in result["notes"].items():
         console.print(f"{key}: {value}")
+    console.print(f"test time: {result['test_time']['default']}"
+                  + (" (synthesize --style real: the real slice as style image)" if result["test_time"]["uses_style"] else ""))
+    if result["departures"]:
+        dep = Table(title="departures from the paper / official code (docs/departures.md)")
+        for col in ("what", "paper / official code", "synthbench", "option"):
+            dep.add_column(col, overflow="fold")
+        for d in result["departures"]:
+            dep.add_row(d["topic"], d["paper"], d["here"], d["option"] or "-")
+        console.print(dep)
