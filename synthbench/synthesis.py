@@ -23,7 +23,12 @@ Images are 8-bit gray with ``round((x + 1) * 127.5)``. Completion and lung-only 
 :mod:`synthbench.composite` (the one definition). ``style``: every method receives the real
 slice as ``style`` in ``generate``; only style-based methods (attribute ``uses_style``) use it,
 and ``synthesis.json`` records the mode. The directory is written atomically (temporary name,
-renamed when complete). With ``augment`` the augmented samples use seeds
+renamed when complete). ``synthesis.json`` also records the cost of sampling: ``sampling`` (the
+synthesizer's :meth:`~synthbench.Synthesizer.sampling`: sampler and network evaluations per
+image), ``generate_seconds`` (wall time inside ``generate``, CUDA synchronised) and
+``seconds_per_image``; and ``seed``, the torch seed set before the first batch (stochastic
+samplers such as diffusion repeat exactly; the caller's RNG state is restored afterwards).
+With ``augment`` the augmented samples use seeds
 ``sample_seed(prepare seed, "<split>_aug", source slice, k)``, so for ``k`` up to the prepared
 expansion factor they equal the prepared ``<split>_aug`` samples byte for byte.
 """
@@ -31,6 +36,7 @@ expansion factor they equal the prepared ``<split>_aug`` samples byte for byte.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +102,7 @@ def synthesize(
     overwrite: bool = False,
     show_progress: bool = True,
     synth=None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Write the synthesis directory (see the module docstring); return the ``synthesis.json`` record."""
     from synthbench.engine import load_synthesizer
@@ -120,7 +127,10 @@ def synthesize(
     from synthbench.cli.console import progress
 
     nifti = ds.manifest.get("source", {}).get("format") == "nifti"
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    generate_seconds = 0.0
+    rng = torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [])
+    with rng, atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        torch.manual_seed(seed)
         for folder in FOLDERS:
             (tmp / folder).mkdir()
         volumes = _staged_volumes(tmp / ".staging", n, ds.size) if nifti else {}
@@ -130,7 +140,11 @@ def synthesize(
                 label = torch.from_numpy(np.asarray(labels[start:start + batch_size], dtype=np.int64)).to(dev)
                 real = torch.from_numpy(images[start:start + batch_size]).unsqueeze(1).to(dev)
                 lung = ds.lung_mask(label)
+                t0 = time.perf_counter()
                 fake = synth.generate(one_hot(label, ds.num_classes), style=real).float().clamp(-1, 1)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                generate_seconds += time.perf_counter() - t0
                 views = {
                     "fake": fake, "real": real, "complete": complete(fake, real, lung),
                     "lung_real": lung_only(real, lung), "lung_fake": lung_only(fake, lung),
@@ -162,6 +176,10 @@ def synthesize(
             "count": n,
             "nifti": nifti,
             "style_mode": style_mode(synth),
+            "seed": seed,
+            "sampling": synth.sampling(),
+            "generate_seconds": generate_seconds,
+            "seconds_per_image": generate_seconds / n,
             "data_dir": str(Path(data_dir).resolve()),
             "data_hash": ds.content_hash,
             "size": ds.size,

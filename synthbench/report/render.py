@@ -113,7 +113,8 @@ def render_report(
                 "runs": [
                     {"method": r.method, "seed": r.seed, "run_dir": str(r.run_dir) if r.run_dir else None,
                      "synthesis_dir": str(r.synthesis_dir) if r.synthesis_dir else None,
-                     "wall_times": r.wall_times, "manifest": manifest_summary(r.manifest())}
+                     "wall_times": r.wall_times, "manifest": manifest_summary(r.manifest()),
+                     "synthesis": {k: r.synthesis().get(k) for k in ("seconds_per_image", "sampling", "seed")}}
                     for r in results.runs
                 ],
                 "rows": json.loads(frame.to_json(orient="records")),

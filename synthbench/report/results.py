@@ -76,6 +76,10 @@ class MethodRun:
         """The run's ``config.json`` (empty when the run has none)."""
         return _read_json(self.run_dir / "config.json") if self.run_dir else {}
 
+    def synthesis(self) -> dict[str, Any]:
+        """The synthesis directory's ``synthesis.json`` (empty when there is none)."""
+        return _read_json(self.synthesis_dir / "synthesis.json") if self.synthesis_dir else {}
+
     def log(self) -> pd.DataFrame:
         """The run's ``log.jsonl`` as a DataFrame, one row per logged step (empty if absent)."""
         if self.run_dir is None:
