@@ -23,8 +23,10 @@ split the protocol's epochs 0.8 / 0.2 (the official scripts fine-tune until stop
 EMA decay warms up as ``min(decay, (1 + n) / (10 + n))`` (``ema_warmup``; official: none), because
 synthbench's protocols run thousands of steps, not the official hundreds of thousands, and an
 EMA at 0.9999 from the first step would still be mostly its random initialisation; one EMA over
-both stages (the official fine-tune run restarts it from the raw weights); the t = 0 decoder
-likelihood uses the exact normal CDF (official: a tanh approximation, 0.2 % apart).
+both stages (the official fine-tune run restarts it from the raw weights); under the ``fp16``
+protocol precision a step the gradient scaler skips still moves the EMA (official: it does not;
+synthbench's default precisions, fp32 and bf16, never skip); the t = 0 decoder likelihood uses
+the exact normal CDF (official: a tanh approximation, 0.2 % apart).
 """
 
 from __future__ import annotations
