@@ -216,3 +216,19 @@ def test_ema_warmup_and_decay():
         next(g.parameters()).add_(1.0)
     ema.update_parameters(g)  # no warm-up: decay 0.9 from the start
     torch.testing.assert_close(next(ema.module.parameters()), w0 + 0.1)
+
+
+@pytest.mark.parametrize(("sampler", "steps"), [("ddim", 10), ("ddpm", 50), ("ddpm", 1000)])
+def test_samplers_recover_the_image_of_an_exact_denoiser(sampler, steps):
+    """With the exact noise prediction of a one-image data set, every sampler ends on that image
+    (DDIM deterministically; DDPM's noise is removed by the exact x_0 prediction)."""
+    target = torch.linspace(-0.9, 0.9, 64).reshape(1, 1, 8, 8)
+    abar = make_scheduler("ddpm", 1000, "linear").alphas_cumprod
+
+    def exact(x, t, cond):
+        a = abar[t].reshape(-1, 1, 1, 1)
+        return torch.cat([(x - a.sqrt() * target) / (1 - a).sqrt(), torch.zeros_like(x)], 1)
+
+    torch.manual_seed(0)
+    out = sample(exact, torch.ones(1, 2, 8, 8), sampler, steps, 1000, "linear", 1.5)
+    torch.testing.assert_close(out, target, rtol=0, atol=1e-5)
