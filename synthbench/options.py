@@ -11,7 +11,8 @@ int            an integer (``16``, ``-1``)
 float          a finite number (``1e-4``, ``10``); ``nan`` and ``inf`` are refused
 str            the text as written (``instance``)
 tuple / list   comma-separated items, or a Python literal (``0.5,0.999`` or ``(0.5, 0.999)``),
-               each item typed like the default's items, same length
+               each item typed like the default's items; a tuple keeps its length (betas), a
+               list takes one or more items (layer or resolution lists)
 None or other  a Python literal (number, ``true``/``false``, ``none``, tuple...), else the text
 =============  ===============================================================================
 
@@ -91,12 +92,11 @@ def parse_option(name: str, raw: str, default: Any) -> Any:
     if isinstance(default, tuple | list):
         literal = parse_literal(text)
         items = list(literal) if isinstance(literal, tuple | list) else [t for t in text.split(",") if t.strip()]
-        if len(items) != len(default):
-            raise ValueError(f"takes {len(default)} comma-separated items")
+        _check_length(items, default)
         try:
-            values = [parse_option(name, str(v), d) for v, d in zip(items, default, strict=True)]
+            values = [parse_option(name, str(v), default[min(i, len(default) - 1)]) for i, v in enumerate(items)]
         except ValueError as exc:
-            raise ValueError(f"takes {len(default)} items, each like {default[0]!r} ({exc})") from None
+            raise ValueError(f"takes {_length_text(default)}, each like {default[0]!r} ({exc})") from None
         return type(default)(values)
     return parse_literal(text)
 
@@ -118,10 +118,22 @@ def check_option(name: str, value: Any, default: Any) -> None:
         if not isinstance(value, str):
             raise ValueError("takes a string")
     elif isinstance(default, tuple | list):
-        if not isinstance(value, tuple | list) or len(value) != len(default):
-            raise ValueError(f"takes {len(default)} items")
-        for v, d in zip(value, default, strict=True):
-            check_option(name, v, d)
+        if not isinstance(value, tuple | list):
+            raise ValueError(f"takes {_length_text(default)}")
+        _check_length(value, default)
+        for i, v in enumerate(value):
+            check_option(name, v, default[min(i, len(default) - 1)])
+
+
+def _length_text(default: tuple | list) -> str:
+    return f"{len(default)} items" if isinstance(default, tuple) else "one or more items"
+
+
+def _check_length(items, default: tuple | list) -> None:
+    """A tuple default (e.g. Adam betas) fixes the length; a list default (layer or resolution
+    lists) takes any non-empty list of items of its element type."""
+    if (len(items) != len(default)) if isinstance(default, tuple) else not items:
+        raise ValueError(f"takes {_length_text(default)}")
 
 
 def typed_options(cls, raw: Mapping[str, str], what: str = "--option") -> dict[str, Any]:

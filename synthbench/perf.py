@@ -9,7 +9,10 @@ What is measured (issue 9; ``benchmarks/perf.py`` is the command-line front end)
   requiring grad, ``lr = protocol.lr * lr_scale``, the spec's betas, ``fused`` on CUDA) and the
   paper's ``LambdaLR`` stepped once per iteration. Synthesizers with several stages (ours: global,
   local, joint) are measured per stage.
-* **infer** -- images per second of :meth:`Synthesizer.generate` (eval mode, no grad).
+* **infer** -- images per second of :meth:`Synthesizer.generate` (eval mode, no grad), at the
+  sampler's steps (:meth:`Synthesizer.sampling`, column ``sampling_steps``: 1 for a GAN, e.g.
+  1000 DDPM steps for SDM). An iterative sampler's ``generate`` is timed once per repetition
+  after at most one warm-up call (each call already runs every step).
 * **loader** -- images per second of the engine's ``DataLoader`` over the prepared, memory-mapped
   split (same batch size, ``collate_fn``, ``pin_memory`` on CUDA, sampler, and the host->device
   copy ``Batch.to``), and its ratio to the fastest training step at that size.
@@ -76,7 +79,7 @@ CSV_COLUMNS = (
     "status", "reason", "warmup", "reps", "steps_per_rep",
     "images_per_s_median", "images_per_s_q1", "images_per_s_q3", "images_per_s_min", "images_per_s_max",
     "peak_memory_mb", "memory_kind", "loader_ratio", "stage_epochs", "paper_cost_hours", "cost_unit",
-    "flops_per_image", "achieved_tflops", "peak_fraction",
+    "flops_per_image", "achieved_tflops", "peak_fraction", "sampling_steps",
 )
 
 
@@ -106,6 +109,9 @@ class PerfConfig:
     flops_precision: str = "bf16"
     flops_batch_size: int | None = None
     seed: int = 0
+    #: Per-method option overrides, e.g. ``{"sdm": {"sampling_steps": 50, "sampler": "ddim"}}``
+    #: (default: every method at its published configuration).
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> PerfConfig:
         problems = []
@@ -249,13 +255,13 @@ def _autocast(device: torch.device, precision: str):
 
 
 def build_synthesizer(method: str, num_classes: int, size: int, device: torch.device, channels_last: bool,
-                      compile_nets: bool, seed: int):
+                      compile_nets: bool, seed: int, options: dict[str, Any] | None = None):
     """A fresh synthesizer on ``device`` with the engine's memory format and compile wrapping."""
     from synthbench.plugins import get_registry
 
     torch.manual_seed(seed)
     cls = get_registry().synthesizer(method)
-    synth = cls(num_classes=num_classes, image_size=size)
+    synth = cls(num_classes=num_classes, image_size=size, options=options)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     synth.to(device, memory_format=fmt)
     if compile_nets:  # as synthbench.engine.loop._train does for protocol.compile
@@ -464,7 +470,8 @@ def run_benchmark(cfg: PerfConfig, show_progress: bool = True, log: Callable[[st
                         combo = {**base, "method": method, "precision": precision, "channels_last": cl, "compile": co}
                         try:  # one instance per combination, reused by its stages and by inference
                             meter.reset()
-                            synth = build_synthesizer(method, ds.num_classes, size, device, cl, co, cfg.seed)
+                            synth = build_synthesizer(method, ds.num_classes, size, device, cl, co, cfg.seed,
+                                                      cfg.method_options.get(method))
                             stages = synth.stage_names()
                             stage_lists[(method, size)] = tuple(synth.stages)
                         except Exception as exc:  # noqa: BLE001 - recorded, benchmark goes on
@@ -519,20 +526,23 @@ def _measure(cfg, kind, synth, method, stage, ds, split, device, precision, cl, 
     meter.reset()
     try:
         batch = fixed_batch(ds, split, cfg.batch_size, device, cl)
-        total = cfg.warmup + cfg.reps * cfg.steps_per_rep
+        warmup, calls, extra = cfg.warmup, cfg.steps_per_rep, {}
         if kind == "train":
-            fn = make_train_step(synth, method, stage, batch, device, precision, total)
+            fn = make_train_step(synth, method, stage, batch, device, precision, warmup + cfg.reps * calls)
         else:
             if co:
                 for name, net in list(synth.nets.items()):
                     synth.nets[name] = torch.compile(net)
             fn = make_infer_step(synth, batch, precision, device, cl)
-        samples = time_throughput(fn, cfg.batch_size, cfg.warmup, cfg.reps, cfg.steps_per_rep, device)
+            extra["sampling_steps"] = int(synth.sampling().get("steps", 1))
+            if extra["sampling_steps"] > 1:  # iterative sampler: every call is many network evaluations
+                warmup, calls = min(warmup, 1), 1
+        samples = time_throughput(fn, cfg.batch_size, warmup, cfg.reps, calls, device)
         peak = meter.peak_mb()
         del fn, batch
-        return _row(kind=kind, stage=stage, status="ok", reason="", warmup=cfg.warmup, reps=cfg.reps,
-                    steps_per_rep=cfg.steps_per_rep, peak_memory_mb=peak, memory_kind=meter.kind,
-                    **combo, **summarize(samples))
+        return _row(kind=kind, stage=stage, status="ok", reason="", warmup=warmup, reps=cfg.reps,
+                    steps_per_rep=calls, peak_memory_mb=peak, memory_kind=meter.kind,
+                    **combo, **extra, **summarize(samples))
     except Exception as exc:  # noqa: BLE001 - e.g. compile without a C compiler, bf16 unsupported
         return _row(kind=kind, stage=stage, status="skipped", reason=_short_reason(exc), **combo)
     finally:
@@ -702,9 +712,13 @@ def to_markdown(result: dict[str, Any]) -> str:
     infer = [r for r in ok if r["kind"] == "infer"]
     if infer:
         parts += ["## Inference, `generate` (images / s)", ""]
+        parts.append("Sampling steps: the steps of the method's sampler per image (1: one forward pass; SDM's "
+                     "classifier-free guidance evaluates its network twice per step).")
+        parts.append("")
         parts.append(_table(
-            ["method", "size", "precision", "channels_last", "compile", "median img/s", "IQR", "min-max", "peak MB"],
-            [[r["method"], r["size"], *combo(r), r["images_per_s_median"],
+            ["method", "size", "sampling steps", "precision", "channels_last", "compile", "median img/s", "IQR",
+             "min-max", "peak MB"],
+            [[r["method"], r["size"], r.get("sampling_steps"), *combo(r), r["images_per_s_median"],
               f"{_fmt(r['images_per_s_q1'])}-{_fmt(r['images_per_s_q3'])}",
               f"{_fmt(r['images_per_s_min'])}-{_fmt(r['images_per_s_max'])}", r["peak_memory_mb"]] for r in infer]))
         parts.append("")

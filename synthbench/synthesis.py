@@ -38,10 +38,14 @@ the method sees the answer; the record says so (``uses_real_image``) and reports
 Without it SEAN uses its per-class mean style codes of the training set. ``test_mode`` picks
 among a method's :attr:`~synthbench.Synthesizer.test_modes` (pix2pix: the official test.py
 behaviour, dropout on and batch statistics, by default; ``mode=eval`` for eval mode). Torch's
-RNG is seeded with ``seed`` for the whole synthesis (dropout, noise injection), so a synthesis
-repeats exactly. ``synthesis.json`` records ``style``, ``style_mode``, ``uses_real_image``,
-``test_mode``, ``test_time`` (in words) and ``seed``. The directory is written atomically (temporary name,
-renamed when complete). With ``augment`` the augmented samples use seeds
+RNG is seeded with ``seed`` for the whole synthesis (dropout, noise injection, diffusion
+sampling), so a synthesis repeats exactly; the caller's RNG state is restored afterwards.
+``synthesis.json`` records ``style``, ``style_mode``, ``uses_real_image``, ``test_mode``,
+``test_time`` (in words) and ``seed``, and the cost of sampling: ``sampling`` (the synthesizer's
+:meth:`~synthbench.Synthesizer.sampling`: sampler and network evaluations per image),
+``generate_seconds`` (wall time inside ``generate``, CUDA synchronised) and
+``seconds_per_image``. The directory is written atomically (temporary name, renamed when
+complete). With ``augment`` the augmented samples use seeds
 ``sample_seed(prepare seed, "<split>_aug", source slice, k)``, so for ``k`` up to the prepared
 expansion factor they equal the prepared ``<split>_aug`` samples byte for byte.
 """
@@ -49,6 +53,7 @@ expansion factor they equal the prepared ``<split>_aug`` samples byte for byte.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +184,7 @@ def synthesize(
     # volume geometry records (a data set prepared before they were recorded has none)
     source_volumes = [v for v in ds.manifest.get("source", {}).get("volumes") or [] if isinstance(v, dict) and "affine" in v]
     nifti = bool(source_volumes) and augment == 0
+    generate_seconds = 0.0
     rng_devices = [dev] if dev.type == "cuda" else []
     with atomic_directory(out_dir, overwrite=overwrite) as tmp, torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(seed)
@@ -191,7 +197,11 @@ def synthesize(
                 label = torch.from_numpy(np.asarray(labels[start:start + batch_size], dtype=np.int64)).to(dev)
                 real = torch.from_numpy(images[start:start + batch_size]).unsqueeze(1).to(dev)
                 lung = ds.lung_mask(label)
+                t0 = time.perf_counter()
                 fake = synth.generate(one_hot(label, ds.num_classes), style=real if style == "real" else None)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                generate_seconds += time.perf_counter() - t0
                 check_generated(fake, synth.name, label.shape[0], ds.size, f"on synthesis batch {start // batch_size + 1}")
                 views = {"fake": fake, "real": real, "complete": complete(fake, real, lung)}
                 if key is not None:
@@ -236,6 +246,9 @@ def synthesize(
             "test_mode": dict(synth.test_mode),
             "test_time": test_time_text(synth, style),
             "seed": seed,
+            "sampling": synth.sampling(),
+            "generate_seconds": generate_seconds,
+            "seconds_per_image": generate_seconds / n,
             "data_dir": str(Path(data_dir).resolve()),
             "data_hash": ds.content_hash,
             "size": ds.size,

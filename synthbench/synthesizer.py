@@ -16,6 +16,11 @@ for the current stage; the method *yields* one :class:`Update` per optimizer ste
 first the discriminator's loss, then the generator's). The engine runs each piece under the
 run's precision (autocast), does ``zero_grad`` / ``backward`` / gradient scaling / ``step`` for
 the named optimizer, checks the loss is finite, logs, and resumes the generator.
+
+Post-step work: the engine resumes the generator only after the yielded update's optimizer step
+(also after the last one, until ``StopIteration``), so code after a ``yield`` sees the stepped
+weights. That is where a method updates an exponential moving average of its weights (SDM) or
+any other state that must follow a step; keep such state in ``self.nets`` so checkpoints hold it.
 """
 
 from __future__ import annotations
@@ -242,6 +247,12 @@ class Synthesizer(abc.ABC):
                 f"{self.name}: built for {self.image_size}x{self.image_size} maps, "
                 f"got {onehot.shape[-2]}x{onehot.shape[-1]}"
             )
+
+    def sampling(self) -> dict[str, Any]:
+        """How :meth:`generate` draws one image, recorded in ``synthesis.json``: ``sampler`` and
+        ``steps`` (network evaluations per image for iterative samplers such as diffusion; a GAN
+        makes one forward pass), plus method-specific facts (e.g. a guidance scale)."""
+        return {"sampler": "single forward pass", "steps": 1}
 
     def parameter_counts(self) -> dict[str, int]:
         """Exact parameter count of every network, by name."""

@@ -4,6 +4,7 @@ the run with the NaN error and keep the last good checkpoint; diverged weights n
 from __future__ import annotations
 
 import json
+import re
 import types
 
 import pytest
@@ -30,7 +31,8 @@ def test_huge_learning_rate_stops_instead_of_finishing_with_inf(phantom_dir, tmp
                                               "--set", "lr=1e6", "--set", "checkpoint_every=1", "--quiet"])
     assert result.exit_code == 2, result.output
     line = result.stderr.strip()
-    assert "\n" not in line and "pix2pix: the run diverged after step 1" in line and "last good checkpoint" in line
+    assert "\n" not in line and re.search(r"pix2pix: the run diverged after step [12]\b", line)
+    assert "last good checkpoint" in line
     assert not (run / "final.pt").exists()
     assert json.loads((run / "manifest.json").read_text())["status"] == "failed"
     for path in rundir.list_checkpoints(run):  # whatever was kept is good

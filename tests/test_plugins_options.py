@@ -54,7 +54,7 @@ def test_option_text_is_typed_by_the_default():
     ("lambda_l1=inf", "takes a finite number"),
     ("width=1.5", "option 'width' takes an integer"),
     ("dropout=maybe", "takes true or false"),
-    ("betas=0.5", "takes 2 comma-separated items"),
+    ("betas=0.5", "takes 2 items"),
     ("betas=0.5,x", "takes 2 items"),
     ("no_such=1", "opt-widths has no option 'no_such' (known: betas, depth"),
 ])
@@ -66,6 +66,22 @@ def test_a_value_the_option_cannot_take_is_a_one_line_error(item, message, phant
     assert result.exit_code == 2, result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_a_list_option_takes_any_nonempty_length_a_tuple_option_its_own():
+    """Old: every list option had to keep its default's length, so SDM's reduced build
+    (attention_resolutions [16, 8] of the default [32, 16, 8]) failed its own option check."""
+    from synthbench.options import check_option, parse_option
+
+    assert parse_option("fm_layers", "1,2", [1, 2, 3]) == [1, 2]
+    assert parse_option("fm_layers", "[4, 5, 6, 7]", [1, 2, 3]) == [4, 5, 6, 7]
+    check_option("attention_resolutions", [16, 8], [32, 16, 8])
+    with pytest.raises(ValueError, match="one or more items"):
+        check_option("attention_resolutions", [], [32, 16, 8])
+    with pytest.raises(ValueError, match="takes an integer"):
+        parse_option("fm_layers", "1,x", [1, 2, 3])
+    with pytest.raises(ValueError, match="takes 2 items"):
+        check_option("betas", [0.5, 0.9, 0.99], (0.5, 0.999))
 
 
 def test_suite_and_api_options_are_type_checked_too():

@@ -21,7 +21,7 @@ import re
 
 from synthbench.report import published
 from synthbench.report.figures import Grid
-from synthbench.report.markdown import FID_NOTE, PUBLISHED_HEADING, wall_time_text
+from synthbench.report.markdown import FID_NOTE, PUBLISHED_HEADING, sampling_text, wall_time_text
 from synthbench.report.results import ComparisonResults, manifest_summary
 from synthbench.report.tables import ALPHA, SIG_MARK, Table, fmt
 
@@ -212,7 +212,7 @@ def runs_html(results: ComparisonResults) -> str:
     stages = list(dict.fromkeys(k for r in results.runs for k in r.wall_times))
     fields = ["seed", "versions", "git commit", "hardware", "data hash", "weights"]
     head = "".join(f"<th>{e(h)}</th>" for h in ["method", "plugin", "status", "test time", *fields[1:],
-                                                 *[f"{s} time" for s in stages]])
+                                                 *[f"{s} time" for s in stages], "synthesis / image", "sampling"])
     rows, details = [], []
     for run in results.runs:
         manifest = run.manifest()
@@ -225,6 +225,7 @@ def runs_html(results: ComparisonResults) -> str:
             f'<td class="wrap" title="{e(summary.get(f, ""))}">{e(abbrev(summary.get(f, "-")))}</td>' for f in fields[1:]
         ]
         cells += [f"<td>{e(wall_time_text(run.wall_times[s]) if s in run.wall_times else '-')}</td>" for s in stages]
+        cells += [f"<td>{e(text)}</td>" for text in sampling_text(run.synthesis())]
         rows.append("<tr>" + "".join(cells) + "</tr>")
         config = run.config()
         details.append(

@@ -96,15 +96,30 @@ def wall_time_text(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
+def sampling_text(record: dict) -> tuple[str, str]:
+    """(synthesis time per image, sampler and steps) from a ``synthesis.json`` record; '-' if absent."""
+    per_image = record.get("seconds_per_image")
+    per_image = "-" if per_image is None else (f"{per_image * 1000:.1f} ms" if per_image < 1 else wall_time_text(per_image))
+    sampling = record.get("sampling") or {}
+    if not sampling:
+        return per_image, "-"
+    text = f"{sampling.get('sampler', '?')}, {sampling.get('steps', '?')} step(s)"
+    if sampling.get("network_evaluations") not in (None, sampling.get("steps")):
+        text += f", {sampling['network_evaluations']} network evaluations"
+    return per_image, text
+
+
 def runs_md(results: ComparisonResults) -> str:
     stages = list(dict.fromkeys(k for r in results.runs for k in r.wall_times))
-    head = ["method", "seed", "plugin", "status", "test time", *[f"{s} time" for s in stages], "git commit", "data hash", "hardware"]
+    head = ["method", "seed", "plugin", "status", "test time", *[f"{s} time" for s in stages], "synthesis / image",
+            "sampling", "git commit", "data hash", "hardware"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in results.runs:
         summary = manifest_summary(run.manifest())
         times = [wall_time_text(run.wall_times[s]) if s in run.wall_times else "-" for s in stages]
         lines.append("| " + " | ".join(_esc(x) for x in [
-            run.method, str(run.seed), run.plugin_text, run.status, run.test_time(), *times, summary.get("git commit", "-"),
+            run.method, str(run.seed), run.plugin_text, run.status, run.test_time(), *times, *sampling_text(run.synthesis()),
+            summary.get("git commit", "-"),
             summary.get("data hash", "-")[:12], summary.get("hardware", "-"),
         ]) + " |")
     return "\n".join(lines)

@@ -117,7 +117,8 @@ def render_report(
                      "synthesis_dir": str(r.synthesis_dir) if r.synthesis_dir else None,
                      "wall_times": r.wall_times, "manifest": manifest_summary(r.manifest()),
                      "plugin": r.provenance(), "status": "failed" if r.error else "finished",
-                     "error": r.error, "failed_step": r.failed_step}
+                     "error": r.error, "failed_step": r.failed_step,
+                     "synthesis": {k: r.synthesis().get(k) for k in ("seconds_per_image", "sampling", "seed")}}
                     for r in results.runs
                 ],
                 "rows": json.loads(frame.to_json(orient="records")),

@@ -1,0 +1,28 @@
+"""synthbench plugin: SDM (Wang et al. 2022, "Semantic Image Synthesis via Diffusion Models"),
+registered through the ``synthbench`` entry point ``sdm``. See :mod:`synthbench_sdm.synthesizer`
+for training, sampling and departures, :mod:`synthbench_sdm.unet` for the denoising U-Net and
+:mod:`synthbench_sdm.diffusion` for the schedule, hybrid loss and samplers (diffusers)."""
+
+from synthbench import hookimpl
+
+SYNTHBENCH_API = 1
+
+#: Registered by class path: loading the plugin (every CLI start) imports neither torch nor
+#: diffusers; :mod:`synthbench_sdm.synthesizer` is imported when 'sdm' is first used.
+_MODEL = "synthbench_sdm.synthesizer"
+
+__all__ = ["SDMSynthesizer"]
+
+
+@hookimpl
+def register_synthesizers(register):
+    register(f"{_MODEL}:SDMSynthesizer", name="sdm")
+
+
+def __getattr__(attr: str):
+    """``from synthbench_sdm import SDMSynthesizer`` keeps working (imported on first access)."""
+    import importlib
+
+    if attr.startswith("__"):
+        raise AttributeError(attr)
+    return getattr(importlib.import_module(_MODEL), attr)
