@@ -199,3 +199,19 @@ def test_load_config_toml_with_region(tmp_path):
     toml.write_text('images = "img"\nlabels = "lab"\nregion = "lesion"\nintensity = "scaled"\n'
                     'classes = [["background", "background"], ["ggo", "lesion"], ["consolidation", "lesion"]]\n')
     assert load_config(toml).spec.region == "lesion"
+
+
+def test_augmentation_too_small_for_the_elastic_kernel_is_a_one_line_error(tmp_path):
+    """Old: preparing at 24 px or less crashed with a raw torch traceback ("Padding size should be
+    less than the corresponding input dimension") from ElasticTransform, after printing progress."""
+    from typer.testing import CliRunner
+
+    from synthbench.cli.main import build_app
+
+    result = CliRunner().invoke(build_app(), ["data", "prepare", "phantom", "--out", str(tmp_path / "d"), "--size", "24",
+                                              "--patients", "3", "--slices-per-patient", "2", "--train-factor", "1",
+                                              "--test-factor", "1"])
+    assert result.exit_code == 2, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert "augmentation at 24 px" in last and "49-pixel kernel" in last and "Traceback" not in result.output
+    assert "augmenting" not in result.stderr and not (tmp_path / "d").exists()

@@ -18,6 +18,8 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from synthbench.errors import SynthbenchError
+
 #: Paper expansion factors: train 300 -> 12,000 (x40), test 73 -> 10,220 (x140).
 PAPER_TRAIN_FACTOR = 40
 PAPER_TEST_FACTOR = 140
@@ -38,8 +40,24 @@ class AugmentOptions:
         return asdict(self)
 
 
+def elastic_kernel_half_width(sigma: float) -> int:
+    """Half the Gaussian kernel torchvision's ElasticTransform smooths its displacement field with
+    (kernel ``int(8 * sigma + 1)``, made odd); the slice must be larger than this."""
+    kernel = int(8 * sigma + 1)
+    kernel += 1 - kernel % 2
+    return kernel // 2
+
+
 def build_transform(size: int, options: AugmentOptions = AugmentOptions()) -> v2.Compose:
-    """The paper's augmentation chain for ``size x size`` slices in ``[-1, 1]`` (air = -1 fill)."""
+    """The paper's augmentation chain for ``size x size`` slices in ``[-1, 1]`` (air = -1 fill).
+
+    Refused (one line) when the elastic transform's smoothing kernel does not fit the slice."""
+    half = elastic_kernel_half_width(options.elastic_sigma)
+    if size <= half:
+        raise SynthbenchError(
+            f"augmentation at {size} px: the elastic transform (sigma {options.elastic_sigma:g} px) smooths with a "
+            f"{2 * half + 1}-pixel kernel, which needs slices larger than {half} px; prepare at --size "
+            f"{max(32, half + 1)} or more, or use --train-factor 0 --test-factor 0 (no augmentation)")
     fill = {tv_tensors.Image: -1.0, tv_tensors.Mask: 0}
     return v2.Compose(
         [

@@ -377,6 +377,8 @@ def _prepare(source, out_dir: Path, options: PrepareOptions, overwrite: bool, sh
         warn.append(f"non-square slices ({sizes} pixels) resized to {options.size}x{options.size} ({how})")
     for message in warn:
         warnings.warn(message, UserWarning, stacklevel=2)
+    if options.train_factor > 0 or options.test_factor > 0:
+        aug.build_transform(options.size, options.augment)  # a setting that cannot work is refused before any writing
     counts = {name: len(s) for name, s in splits.items()}
     counts.update(augmented_counts(counts, options))
     needed = expected_bytes(counts, options.size)
