@@ -123,6 +123,42 @@ class SDMSynthesizer(Synthesizer):
             "guidance_scale": 1.5,
         }
 
+    #: The official configuration (``scripts/ade20k.sh`` and guided-diffusion's defaults).
+    paper_options = {
+        "model_channels": 256, "num_res_blocks": 2, "channel_mult": "auto", "attention_resolutions": [32, 16, 8],
+        "num_head_channels": 64, "dropout": 0.0, "norm_groups": 32, "spade_hidden": 128, "diffusion_steps": 1000,
+        "noise_schedule": "linear", "lambda_vlb": 0.001, "drop_rate": 0.2, "lr_scale": 0.5, "finetune_lr_scale": 0.1,
+        "betas": (0.9, 0.999), "ema_decay": 0.9999, "ema_warmup": False, "sampler": "ddpm", "sampling_steps": 1000,
+        "guidance_scale": 1.5,
+    }
+
+    @classmethod
+    def departures(cls, options) -> list:
+        """The module docstring's departures, one row each (docs/departures.md)."""
+        from synthbench.departures import Departure
+
+        return [
+            Departure("input and output", "RGB image (3 channels in; 6 out: noise and learned variance per channel)",
+                      "one gray channel in, 2 out (noise and learned variance)", "CT slices are single-channel"),
+            Departure("label-map input", "one-hot map plus an instance-edge channel", "one-hot map only (no_instance)",
+                      "the CT label maps have no instances"),
+            Departure("learning-rate schedule and precision", "constant lr; fp16 with loss scaling",
+                      "the shared protocol's schedule and precision", "every method trains under the same protocol"),
+            Departure("train / fine-tune split", "train, then fine-tune with label dropout until stopped by hand",
+                      "two stages of 0.8 / 0.2 of the protocol's epochs", "one run per method under the shared protocol"),
+            Departure("EMA warm-up", "none: decay 0.9999 from the first step",
+                      "decay min(0.9999, (1 + n) / (10 + n))", "synthbench protocols run thousands of steps, not "
+                      "hundreds of thousands; without warm-up the EMA stays near its random initialisation",
+                      "ema_warmup"),
+            Departure("EMA across stages", "the fine-tune run restarts the EMA from the raw weights",
+                      "one EMA over both stages", "one run per method"),
+            Departure("EMA on skipped fp16 steps", "a step the gradient scaler skips does not move the EMA",
+                      "it does (only under the fp16 protocol precision; fp32 and bf16 never skip)",
+                      "the post-step hook runs after every optimizer step the engine makes"),
+            Departure("t = 0 decoder likelihood", "tanh approximation of the normal CDF", "the exact normal CDF",
+                      "0.2 % apart; torch provides the exact CDF"),
+        ]
+
     # ----------------------------------------------------------------- build
     def build_networks(self) -> dict[str, nn.Module]:
         o = self.options
