@@ -62,14 +62,24 @@ def test_per_image_fold_means_differ_from_pooled_dice():
     assert set(per_fold) == set(segmentation_counts(pred, target, NAMES))
 
 
-def test_downstream_rows_offer_per_image_dice():
-    from synthbench.downstream.experiment import _fold_counts, _rows
+def test_downstream_rows_offer_per_image_dice(monkeypatch):
+    """Scored batch by batch (3 images per batch across 2 folds of 4), the fold counts and fold
+    means of the per-image Dice equal those of the whole prediction at once."""
+    from synthbench import stats
+    from synthbench.downstream import experiment
+    from synthbench.downstream.experiment import _fold_scores, _rows
 
     pred, target = _maps(n=8, seed=2)
-    counts = _fold_counts(pred, target, NAMES, 2)
-    from synthbench import stats
-
-    dice = per_image_dice_folds(pred, target, NAMES, stats.folds(8, 2))
+    monkeypatch.setattr(experiment, "predict", lambda model, images, batch_size, device: torch.as_tensor(images))
+    counts, dice = _fold_scores(None, pred.numpy(), target.numpy(), (1, 2), 3, NAMES, 2, 3, "cpu")
+    folds = stats.folds(8, 2)
+    whole = per_image_dice_folds(pred, target, NAMES, folds)
+    assert dice.keys() == whole.keys()
+    for name in whole:
+        assert dice[name] == pytest.approx(whole[name], nan_ok=True)
+    for fold, fold_counts in zip(folds, counts, strict=True):
+        idx = torch.as_tensor(fold)
+        assert fold_counts == {c: [int(v) for v in n] for c, n in segmentation_counts(pred[idx], target[idx], NAMES).items()}
     mix = Mix(experiment="replace", ratio=0.0, real_indices=tuple(range(4)), synthetic_ids=())
     rows = _rows("replace", "real", "sweep", mix, counts, NAMES, dice)
     got = {(r["class"], r["metric"]): r for r in rows}
