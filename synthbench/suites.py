@@ -15,6 +15,9 @@ fields (``methods`` as a list of ``name`` or ``name:variant``), and optional
 
     [profiles.smoke.compare]
     protocol = "smoke"
+
+A relative ``data_options.config`` (a data config, :mod:`synthbench.data.folder`) is read
+relative to the suite file, so a suite can ship its data description beside it.
 """
 
 from __future__ import annotations
@@ -57,7 +60,19 @@ def load_suite(path: str | Path, profile: str | None = None) -> dict[str, Any]:
         if profile not in profiles:
             raise SynthbenchError(f"no profile {profile!r} (known: {', '.join(profiles) or 'none'})", path)
         doc = _merge(doc, profiles[profile])
+    _resolve_data_config(doc, path)
     return doc
+
+
+def _resolve_data_config(doc: dict[str, Any], path: Path) -> None:
+    """A relative ``[compare] data_options.config`` names a file beside the suite, not in the working directory."""
+    options = doc["compare"].get("data_options")
+    config = options.get("config") if isinstance(options, dict) else None
+    if isinstance(config, str) and not Path(config).is_absolute():
+        resolved = (path.parent / config).resolve()
+        if not resolved.is_file():
+            raise SynthbenchError(f"data_options.config: no such file {resolved}", path)
+        options["config"] = str(resolved)
 
 
 def suite_config(doc: dict[str, Any], out_dir: Path, data: str | None, path: str | Path = "suite") -> CompareConfig:

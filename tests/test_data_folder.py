@@ -31,7 +31,7 @@ def test_real_slices_builtin_layout(real_subset, tmp_path):
     src = resolve_source(str(real_subset), 64, 0)
     assert isinstance(src, FolderSource)
     assert src.spec.intensity == "scaled" and src.spec.class_names == ["background", "lung", "infection"]
-    assert src.patient_count() == 10  # 20 blocks requested, one file each here
+    assert src.patient_count() == 3  # the runs from files 0, 789 and 1565 (folder.COVID19_256_STARTS)
     p = next(src.iter_patients())
     lung = np.asarray(Image.open(real_subset / "lung_masks" / "0000.png")) > 127
     inf = np.asarray(Image.open(real_subset / "infection_masks" / "0000.png")) > 127
