@@ -422,9 +422,11 @@ def check_determinism(cls: type[Synthesizer], case: Case, workdir: Path | None =
 
 def stage_epochs(stages: Sequence[Stage], steps: int = STEPS_PER_STAGE) -> int:
     """The fewest epochs for which the engine's plan gives every stage at least ``steps`` one-batch
-    epochs (stage i gets ``round(fraction_i * epochs)``, :func:`synthbench.engine.plan_stages`)."""
+    epochs (:func:`synthbench.engine.plan_stages` with one batch per epoch)."""
+    from synthbench.engine.loop import plan_stages
+
     for epochs in range(steps, 1000 * steps):
-        if all(int(round(s.fraction * epochs)) >= steps for s in stages):
+        if all(p.steps >= steps for p in plan_stages(stages, epochs, 1, None)):
             return epochs
     raise ValueError(f"stage fractions {[s.fraction for s in stages]} are too small for {steps} steps each")
 

@@ -130,3 +130,18 @@ def test_batch_size_is_the_global_batch():
     assert per_rank_batch_size(16, 1) == 16
     with pytest.raises(SynthbenchError, match="batch_size 5 is the global batch and must divide over the 2 processes"):
         per_rank_batch_size(5, 2)
+
+
+def test_every_method_gets_the_same_number_of_steps_whatever_its_stages():
+    """Old: each stage got round(fraction * epochs) epochs, so ours (25/25/50%) ran 149 of the quick
+    protocol's 150 steps (round(2.5) = 2) and 398 of 400 at 10 epochs while one-stage methods ran all."""
+    from synthbench.synthesizer import Stage
+
+    ours = get_registry().synthesizer("ours").stages
+    for epochs, steps_per_epoch, max_steps in [(10, 15, 150), (10, 40, None), (20, 600, None), (3, 7, 20)]:
+        expected = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
+        for stages in (ours, (Stage("train", 0.8), Stage("finetune", 0.2)), (Stage("train", 1.0),)):
+            plans = plan_stages(stages, epochs, steps_per_epoch, max_steps)
+            assert sum(p.steps for p in plans) == expected, (epochs, steps_per_epoch, max_steps, stages)
+    assert [p.steps for p in plan_stages(ours, 10, 15, 150)] == [38, 37, 75]
+    assert [p.steps for p in plan_stages(ours, 20, 10, None)] == [50, 50, 100]  # whole epochs stay whole

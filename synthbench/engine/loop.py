@@ -108,18 +108,26 @@ def _auto(value: Any, on_cuda: bool) -> bool:
 
 
 def plan_stages(stages, epochs: int, steps_per_epoch: int, max_steps: int | None) -> list[StagePlan]:
-    """Stage i gets ``round(fraction_i * epochs)`` epochs (at least one step); ``max_steps`` scales the plan down."""
-    plans = []
-    for stage in stages:
-        e = int(round(stage.fraction * epochs))
-        plans.append(StagePlan(stage.name, e, max(1, e * steps_per_epoch)))
-    total = sum(p.steps for p in plans)
-    if max_steps is not None and total > max_steps:
-        for p in plans:
-            p.steps = max(1, int(math.floor(p.steps * max_steps / total)))
-    for p in plans:
-        p.epochs = max(1, math.ceil(p.steps / steps_per_epoch))
-    return plans
+    """Split the run's steps (``epochs x steps_per_epoch``, capped at ``max_steps``) over the stages
+    by their fractions, largest remainder first, at least one step each: every method gets the same
+    number of steps whatever its stages (per-stage rounding of epochs gave ``ours`` 149 of 150).
+    A stage's ``epochs`` is the number of (possibly partial) epochs its steps touch."""
+    total = epochs * steps_per_epoch
+    if max_steps is not None:
+        total = min(total, max_steps)
+    weights = [max(0.0, float(stage.fraction)) for stage in stages]
+    scale = total / (sum(weights) or 1.0)
+    exact = [w * scale for w in weights]
+    steps = [int(math.floor(x)) for x in exact]
+    for i in sorted(range(len(steps)), key=lambda i: (steps[i] - exact[i], i))[: total - sum(steps)]:
+        steps[i] += 1
+    for i in range(len(steps)):  # at least one step per stage, taken from the longest one
+        if steps[i] == 0:
+            longest = max(range(len(steps)), key=lambda j: steps[j])
+            if steps[longest] > 1:
+                steps[longest] -= 1
+            steps[i] = 1
+    return [StagePlan(stage.name, math.ceil(n / steps_per_epoch), n) for stage, n in zip(stages, steps, strict=True)]
 
 
 def lr_lambda(total_steps: int, schedule: str, decay_start: float):
