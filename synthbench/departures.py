@@ -72,7 +72,8 @@ EVALUATION: tuple[Departure, ...] = (
         "U-Net training protocol",
         "not stated",
         "one fixed protocol for every method and ratio (synthbench.downstream.train.UNetProtocol, recorded per "
-        "result): Adam 1e-3, 4,000 steps of 8, cross-entropy + soft Dice, depth 4, width 64",
+        "result and in the comparison's compare.json): 'default' is Adam 1e-3, 4,000 steps of 8, cross-entropy + "
+        "soft Dice, depth 4, width 64; 'quick' (CPU demonstrations) is smaller",
         "the paper gives no U-Net settings; a fixed step count gives every training set the same optimisation",
         "unet_protocol / unet_overrides",
     ),
