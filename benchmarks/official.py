@@ -24,7 +24,8 @@ edited): ``Tensor.cuda`` / ``Module.cuda`` return the object unchanged, ``torch.
 is the CPU ``torch.FloatTensor`` (pix2pixHD builds its one-hot map with it), and
 ``torchvision.models.vgg19(pretrained=True)`` returns synthbench's resolved VGG19 weights
 (:func:`synthbench.pretrained.resolve_vgg19`), so both sides run the same VGG19 weights;
-without ``dill`` installed, ``pickle`` stands in for it (SPADE/SEAN pickle option files with it).
+without ``dill`` installed, ``pickle`` stands in for it (SPADE/SEAN pickle option files with it);
+SEAN's Adam ``betas=(0, 0.9)`` are passed as floats (a current torch refuses the int 0).
 Known differences in the configuration, both in the official code's favour or neutral: the
 official generators write three output channels (SPADE/SEAN hard-code RGB; pix2pixHD's VGG loss
 needs three), synthbench's one; the discriminators see label + 3 instead of label + 1 channels.
@@ -86,6 +87,24 @@ def _cpu_shims() -> None:
         sys.modules["dill"] = pickle
 
 
+@contextlib.contextmanager
+def _float_betas():
+    """SEAN passes Adam ``betas=(0, 0.9)``; torch >= 2.6 refuses an int beta. Same values as floats."""
+    import torch
+
+    adam = torch.optim.Adam
+
+    class Adam(adam):
+        def __init__(self, params, *args, betas=(0.9, 0.999), **kwargs):
+            super().__init__(params, *args, betas=tuple(float(b) for b in betas), **kwargs)
+
+    torch.optim.Adam = Adam
+    try:
+        yield
+    finally:
+        torch.optim.Adam = adam
+
+
 def _phantom_batch(size: int, batch: int):
     """``batch`` central phantom slices: (image [B,1,H,W] in [-1, 1], label int64 [B,H,W])."""
     import torch
@@ -110,7 +129,7 @@ def build_official(method: str, root: Path, size: int, image, label, scratch: Pa
     sys.argv = ["train.py", *official_argv(method, size, len(label), scratch)]
     rgb = image.expand(-1, 3, -1, -1).contiguous()
     ids = label.unsqueeze(1).float()
-    with _quiet():
+    with _quiet(), _float_betas():
         from options.train_options import TrainOptions
 
         if method == "pix2pixhd":
