@@ -122,8 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_official(args: argparse.Namespace) -> None:
     import os
 
-    import official
     import torch
+
+    if str(Path(__file__).resolve().parent) not in sys.path:  # benchmarks/official.py, when imported as a module
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import official
 
     from synthbench.errors import SynthbenchError
     from synthbench.io import atomic_write_json, atomic_write_text
