@@ -11,9 +11,14 @@ Examples::
     python benchmarks/perf.py run --methods sdm --sizes 64 --method-options '{"sdm": {"sampling_steps": 10, "sampler": "ddim"}}'
     # merge several partial runs (same hardware) into one table
     python benchmarks/perf.py combine benchmarks/perf_results/a.json benchmarks/perf_results/b.json --name cpu
+    # side by side with the official pix2pixHD, SPADE and SEAN code (fetched outside the repository)
+    python benchmarks/fetch_official.py --out /tmp/synthbench-official
+    python benchmarks/perf.py official --official-dir /tmp/synthbench-official --sizes 64,128 --reps 3
 
 Each run writes ``OUT/NAME.csv``, ``OUT/NAME.md`` and ``OUT/NAME.json`` (the raw result that
-``combine`` reads). Errors the user can fix print one line and exit with code 2.
+``combine`` reads); ``official`` writes ``OUT/NAME.md`` and ``OUT/NAME.json`` (default name
+``official_cpu``; how it measures: ``benchmarks/official.py``). Errors the user can fix print one
+line and exit with code 2.
 """
 
 from __future__ import annotations
@@ -100,7 +105,45 @@ def build_parser() -> argparse.ArgumentParser:
     comb.add_argument("inputs", type=Path, nargs="+")
     comb.add_argument("--out", type=Path, default=DEFAULT_OUT)
     comb.add_argument("--name", required=True)
+    off = sub.add_parser("official", help="CPU time of a training iteration: official pix2pixHD/SPADE/SEAN vs synthbench")
+    off.add_argument("--official-dir", type=Path, required=True, help="folder written by benchmarks/fetch_official.py")
+    off.add_argument("--methods", type=_csv, default=["pix2pixhd", "spade", "sean"])
+    off.add_argument("--sizes", type=_ints, default=[64, 128])
+    off.add_argument("--batch-size", type=int, default=4)
+    off.add_argument("--warmup", type=int, default=1, help="untimed iterations per side")
+    off.add_argument("--reps", type=int, default=3, help="timed iterations per side, interleaved")
+    off.add_argument("--threads", type=int, default=1,
+                     help="torch threads (1: CPU time is not inflated by idle OpenMP threads spinning)")
+    off.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    off.add_argument("--name", default="official_cpu")
     return parser
+
+
+def cmd_official(args: argparse.Namespace) -> None:
+    import os
+
+    import torch
+
+    if str(Path(__file__).resolve().parent) not in sys.path:  # benchmarks/official.py, when imported as a module
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import official
+
+    from synthbench.errors import SynthbenchError
+    from synthbench.io import atomic_write_json, atomic_write_text
+    from synthbench.perf import hardware_info
+
+    unknown = sorted(set(args.methods) - set(official.METHODS))
+    if unknown:
+        raise SynthbenchError(f"no official code known for {unknown} (known: {', '.join(official.METHODS)})")
+    hardware = hardware_info(torch.device("cpu"))
+    hardware["load_before"] = round(os.getloadavg()[0], 2)
+    rows = official.run(args.official_dir.resolve(), args.methods, args.sizes, args.batch_size, args.warmup,
+                        args.reps, args.threads)
+    hardware["load_after"] = round(os.getloadavg()[0], 2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / f"{args.name}.json", {"hardware": hardware, "rows": rows})
+    atomic_write_text(args.out / f"{args.name}.md", official.markdown(rows, hardware))
+    print(f"wrote {args.out / (args.name + '.md')} and {args.out / (args.name + '.json')}")
 
 
 def _default_name(result: dict) -> str:
@@ -188,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        {"run": cmd_run, "flops": cmd_flops, "combine": cmd_combine}[args.command](args)
+        {"run": cmd_run, "flops": cmd_flops, "combine": cmd_combine, "official": cmd_official}[args.command](args)
     except SynthbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ What is measured (issue 9; ``benchmarks/perf.py`` is the command-line front end)
   ``Update`` of :meth:`Synthesizer.training_step` with its backward and optimizer step, driven by
   the engine's own step function :func:`synthbench.engine.loop._iteration` (the function
   ``train`` calls once per batch), with Adam built exactly as ``_train`` builds it (parameters
-  requiring grad, ``lr = protocol.lr * lr_scale``, the spec's betas, ``fused`` on CUDA) and the
+  requiring grad, ``lr = protocol.lr * lr_scale``, the spec's betas, ``fused`` wherever torch supports it) and the
   paper's ``LambdaLR`` stepped once per iteration. Synthesizers with several stages (ours: global,
   local, joint) are measured per stage.
 * **infer** -- images per second of :meth:`Synthesizer.generate` (eval mode, no grad), at the
@@ -272,12 +272,14 @@ def build_synthesizer(method: str, num_classes: int, size: int, device: torch.de
 
 def build_optimizers(synth, stage: str, device: torch.device, steps: int):
     """Adam + LambdaLR per optimizer spec, exactly as ``synthbench.engine.loop._train`` builds them."""
-    from synthbench.engine.loop import lr_lambda
+    from synthbench.engine.loop import fused_adam_unsupported, lr_lambda
     from synthbench.engine.protocol import PAPER
 
-    fused = device.type == "cuda"  # engine default fused_adam="auto": on CUDA only
+    specs = synth.optimizers(stage)
+    # the engine's fused_adam="auto": fused wherever the installed torch supports every parameter
+    fused = all(fused_adam_unsupported(spec.params) is None for spec in specs.values())
     optimizers, schedulers = {}, {}
-    for name, spec in synth.optimizers(stage).items():
+    for name, spec in specs.items():
         params = [p for p in spec.params if p.requires_grad]
         kwargs = {"fused": True} if fused else {}
         optimizers[name] = torch.optim.Adam(params, lr=PAPER.lr * spec.lr_scale, betas=tuple(spec.betas), **kwargs)

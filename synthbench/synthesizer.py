@@ -6,7 +6,9 @@ Tensor layouts (MONAI-style, documented once here and used everywhere):
   (HU window mapped linearly, paper Sec. "Data and preprocessing").
 * ``Batch.label``: ``int64 [B, H, W]`` class ids ``0 .. num_classes - 1``.
 * ``Batch.onehot``: ``float32 [B, C, H, W]`` one-hot of ``label`` (the conditioning input of
-  every built-in method; baselines.md "Input everywhere: a one-hot label map").
+  every built-in method; baselines.md "Input everywhere: a one-hot label map"), in the batch's
+  ``memory_format`` (contiguous NCHW unless the engine moved the batch with the protocol's
+  ``channels_last``; layout is a decision, never a side effect of how the one-hot is built).
 * ``Batch.lung``: ``bool [B, 1, H, W]`` the lung region (every class marked as lung or lesion
   in the data-set description); used by the completion step and lung-only metrics.
 * :meth:`Synthesizer.generate` returns ``float32 [B, 1, H, W]`` in ``[-1, 1]``.
@@ -80,10 +82,11 @@ class Batch:
     label: torch.Tensor
     num_classes: int
     lung: torch.Tensor | None = None
+    memory_format: torch.memory_format = torch.contiguous_format
 
     @property
     def onehot(self) -> torch.Tensor:
-        return one_hot(self.label, self.num_classes)
+        return one_hot(self.label, self.num_classes).contiguous(memory_format=self.memory_format)
 
     def to(self, device: torch.device | str, memory_format=torch.contiguous_format) -> Batch:
         def move(t):
@@ -92,15 +95,20 @@ class Batch:
         image = move(self.image)
         if image.dim() == 4:
             image = image.contiguous(memory_format=memory_format)
-        return Batch(image, move(self.label), self.num_classes, move(self.lung))
+        return Batch(image, move(self.label), self.num_classes, move(self.lung), memory_format)
 
     def __len__(self) -> int:
         return self.label.shape[0]
 
 
 def one_hot(label: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``int64 [B, H, W]`` -> ``float32 [B, C, H, W]``."""
-    return nn.functional.one_hot(label.long(), num_classes).permute(0, 3, 1, 2).float()
+    """``int64 [B, H, W]`` -> contiguous ``float32 [B, C, H, W]`` (NCHW strides).
+
+    ``F.one_hot`` puts the classes last; permuting alone would leave channels-last strides, which
+    sends every convolution that reads the map (SPADE/SEAN's 1024-channel ones) into channels-last
+    and re-lays-out its weights each step. A caller wanting channels-last converts explicitly.
+    """
+    return nn.functional.one_hot(label.long(), num_classes).permute(0, 3, 1, 2).float().contiguous()
 
 
 def set_requires_grad(modules: nn.Module | Iterable[nn.Module], flag: bool) -> None:

@@ -27,8 +27,10 @@ Python API (every method trains through exactly this)::
   ``step`` on the named optimizer.
 * CUDA defaults (each a protocol field; set it to turn the feature off): ``precision="auto"``
   -> bf16 autocast (``"fp32"`` off, ``"fp16"`` uses a GradScaler); ``channels_last="auto"``
-  (False off); ``fused_adam="auto"`` (False off); ``cudnn_benchmark="auto"`` (on unless
-  ``deterministic``; False off). ``deterministic=True`` sets
+  (False off; the batch's image and one-hot label map follow it, ``Batch.memory_format``);
+  ``fused_adam="auto"`` (also on CPU where the installed torch has fused kernels, else the
+  reason is printed and recorded as ``resolved.fused_adam_off_reason``; False off);
+  ``cudnn_benchmark="auto"`` (on unless ``deterministic``; False off). ``deterministic=True`` sets
   ``torch.use_deterministic_algorithms(True)``, cudnn deterministic and
   ``CUBLAS_WORKSPACE_CONFIG``; the previous global settings are restored when ``train`` returns.
 * Data: split ``train_aug`` if the prepared set has it, else ``train`` (``train_split``
@@ -64,10 +66,12 @@ Run directory layout::
 
     RUN/config.json             resolved config: method, variant, options used, explicit options,
                                 protocol fields, seed, data dir + content hash + split, resolved
-                                device/precision/batch/stage plan, optimizers (lr, betas) per stage
+                                device/precision/fused Adam (and why not)/batch/stage plan,
+                                optimizers (lr, betas) per stage
     RUN/manifest.json           seed, versions (python, torch, synthbench, ...), git commit, hardware,
                                 plugin (name, distribution, version), data hash, pretrained weights
-                                (sha256), parameter counts, start/end time, resumed_at, status
+                                (sha256), parameter counts, this invocation's optimizer
+                                (fused Adam or why not), start/end time, resumed_at, status
                                 (running / finished / stopped / interrupted / failed), steps,
                                 wall time (all invocations together), images/s
     RUN/log.jsonl               one line per step: step, stage, epoch, batch, loss/<optimizer>,

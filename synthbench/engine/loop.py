@@ -161,6 +161,41 @@ def per_rank_batch_size(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
+def fused_adam_unsupported(params) -> str | None:
+    """Why the installed torch's fused Adam cannot update ``params`` (None when it can).
+
+    torch checks this only at the first ``step`` (``_device_dtype_check_for_fused``): every
+    parameter must be floating point on a device with fused kernels (CPU since torch 2.4).
+    """
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # an older torch: only CUDA had fused Adam
+        devices = {"cuda"}
+    for p in params:
+        if p.device.type not in devices:
+            return f"torch {torch.__version__} has no fused Adam on {p.device.type}"
+        if not torch.is_floating_point(p):
+            return f"fused Adam needs floating-point parameters, got {p.dtype}"
+    return None
+
+
+def resolve_fused_adam(setting: Any, synth: Synthesizer, plans: list[StagePlan]) -> tuple[bool, str | None]:
+    """The protocol's ``fused_adam`` for this run: (fused, why not). ``"auto"`` fuses wherever the
+    installed torch supports every parameter of every stage's optimizers, else falls back to the
+    default implementation with the reason (recorded in the run and said); ``True`` that cannot be
+    honoured is an error; ``False`` is off."""
+    if setting is False:
+        return False, "off in the protocol"
+    reason = next((r for plan in plans for spec in synth.optimizers(plan.name).values()
+                   if (r := fused_adam_unsupported(spec.params)) is not None), None)
+    if reason is None:
+        return True, None
+    if setting is True:
+        raise SynthbenchError(f"protocol fused_adam = true, but {reason} (set it to auto or false)")
+    return False, reason
+
+
 def build_optimizers(synth: Synthesizer, plans: list[StagePlan], index: int, proto: Protocol, fused: bool,
                      betas_override=None) -> tuple[dict[str, torch.optim.Optimizer], dict[str, Any]]:
     """Adam + LambdaLR for every optimizer of stage ``plans[index]``, over exactly the parameters the
@@ -305,7 +340,6 @@ def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progr
         torch.backends.cudnn.benchmark = _auto(proto.cudnn_benchmark, on_cuda)
     precision = proto.precision if proto.precision != "auto" else ("bf16" if on_cuda else "fp32")
     channels_last = _auto(proto.channels_last, on_cuda)
-    fused = _auto(proto.fused_adam, on_cuda)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
@@ -333,6 +367,9 @@ def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progr
     plans = plan_stages(synth.stages, proto.epochs, steps_per_epoch, proto.max_steps)
     total_steps = sum(p.steps for p in plans)
     betas_override = proto.method_betas.get(method)
+    fused, fused_off_reason = resolve_fused_adam(proto.fused_adam, synth, plans)
+    if not fused and proto.fused_adam == "auto":
+        _say(f"{method}: Adam not fused ({fused_off_reason}); using torch's default implementation")
 
     sample_idx = list(range(min(proto.sample_count, len(dataset))))
     sample_batch = ds.collate([dataset[i] for i in sample_idx]).to(device, memory_format) if sample_idx else None
@@ -356,6 +393,7 @@ def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progr
                  "train_count": len(dataset), "spec": ds.spec.to_dict()},
         "resolved": {
             "device": str(device), "precision": precision, "channels_last": channels_last, "fused_adam": fused,
+            "fused_adam_off_reason": fused_off_reason,
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark), "deterministic": proto.deterministic,
             "world_size": ctx.world_size, "batch_size_per_rank": batch_size,
             "global_batch_size": batch_size * ctx.world_size, "steps_per_epoch": steps_per_epoch,
@@ -390,6 +428,7 @@ def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progr
             "data_hash": ds.content_hash,
             "pretrained_weights": synth.pretrained_weights(),
             "parameters": synth.parameter_counts(),
+            "optimizer": {"fused_adam": fused, "fused_adam_off_reason": fused_off_reason},  # this invocation
             "status": "running",
             "end_time": None,
         })

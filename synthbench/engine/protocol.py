@@ -28,8 +28,10 @@ class Protocol:
     """One training protocol (see the module docstring and the engine's docs for each field).
 
     ``precision``: "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16", "fp16" (autocast
-    with a ``torch.amp.GradScaler``). ``channels_last`` / ``fused_adam``: "auto" turns them on on
-    CUDA only; set False to turn them off. ``cudnn_benchmark`` "auto": on unless deterministic.
+    with a ``torch.amp.GradScaler``). ``channels_last``: "auto" turns it on on CUDA only.
+    ``fused_adam``: "auto" fuses Adam wherever the installed torch supports the device and every
+    parameter (CUDA, and CPU since torch 2.4), else falls back with the reason recorded in the
+    run; True insists (an error where unsupported). Set either to False to turn it off. ``cudnn_benchmark`` "auto": on unless deterministic.
     ``lr_schedule``: "linear_decay" (constant for the first ``decay_start`` fraction of the steps,
     then linearly to 0; paper) or "constant". ``lr_scope``: "run" (one schedule over the whole run,
     the stages of a multi-stage method concatenated: the paper's 20 epochs, 2e-4 for 10 then to 0)

@@ -325,7 +325,7 @@ def evaluate_folders(
                     same = (r == f) if region_mask is None else (r == f) | ~region_mask
                     identical[setting] += int(same.flatten(1).all(dim=1).sum())
                     if extractor is not None and any(isinstance(m, InceptionMetric) for m in ms):
-                        fr, ff = extractor(r), extractor(f)
+                        fr, ff = extractor(r, cache=True), extractor(f)  # every method has the same reals
                     for m in ms:
                         if isinstance(m, InceptionMetric):
                             m.update_features(fr, ff)

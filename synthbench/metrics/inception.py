@@ -10,11 +10,18 @@ Convention (recorded in every result by :func:`inception_convention`):
   ``python -m pytorch_fid``) -> pytorch-fid's ``resize_input`` (bilinear to 299x299,
   ``align_corners=False``) and ``normalize_input`` (back to ``[-1, 1]``);
 * output: 2048-d average-pool features, kept as float32 per image (streamed, nothing else).
+
+``InceptionFeatures(images, cache=True)`` (the real side in ``evaluate_folders``) keeps each
+image's features in a process-wide cache keyed by the image's bytes and the network's weights:
+a comparison scores every method against the same real images, which then go through the
+network once (at most :data:`CACHE_IMAGES` images are kept, least recently used first out).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
@@ -25,6 +32,9 @@ FEATURE_DIM = 2048
 FID_MIN_IMAGES = 2048
 
 _LOCK = threading.Lock()
+#: Real-image features kept across evaluations (8 KiB each: at most about 256 MiB).
+CACHE_IMAGES = 32_768
+_cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
 
 
 def resolve_weights(weights: str | None = None) -> dict[str, str]:
@@ -53,8 +63,29 @@ class InceptionFeatures:
         with _LOCK:
             self.model = _model(self.record["path"], self.record["sha256"], str(self.device))
 
+    def __call__(self, images: torch.Tensor, cache: bool = False) -> torch.Tensor:
+        if not cache:
+            return self._features(images)
+        model_id = f"{self.record['sha256']}/{self.device}".encode()
+        keys = [hashlib.sha256(model_id + str(tuple(img.shape)).encode() + img.numpy().tobytes()).digest()
+                for img in images.detach().to("cpu", torch.float32).contiguous()]
+        with _LOCK:
+            missing = [i for i, k in enumerate(keys) if k not in _cache]
+            for k in keys:  # this batch's hits become the newest, so inserting below never evicts them
+                if k in _cache:
+                    _cache.move_to_end(k)
+        if missing:
+            feats = self._features(images[missing])
+            with _LOCK:
+                for i, f in zip(missing, feats, strict=True):
+                    _cache[keys[i]] = f.clone()
+                    while len(_cache) > CACHE_IMAGES:
+                        _cache.popitem(last=False)
+        with _LOCK:
+            return torch.stack([_cache[k] for k in keys])
+
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
         x = ((images.to(self.device, torch.float32) + 1.0) * 0.5).clamp(0.0, 1.0)
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
