@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from synthbench.data.prepared import PreparedDataset
 from synthbench.engine import distributed, health, interrupts, rundir
+from synthbench.engine.tensorboard import RunEvents
 from synthbench.engine.protocol import RUNTIME_FIELDS, Protocol, get_protocol
 from synthbench.engine.samples import sample_grid, save_png
 from synthbench.errors import NonFiniteLossError, SynthbenchError
@@ -401,6 +402,10 @@ def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progr
     if resume_from is not None and writer:
         rundir.StepLog.truncate_after(out_dir / "log.jsonl", step)
     log = rundir.StepLog(out_dir / "log.jsonl", enabled=writer)
+    events = RunEvents(out_dir, method, enabled=writer, resume_step=step if resume_from is not None else None,
+                       say=_say, params={"method": method, "variant": variant, "protocol": proto.name,
+                                         "seed": proto.seed, "precision": precision,
+                                         "global_batch_size": batch_size * ctx.world_size, "image_size": ds.size})
 
     scaler = torch.amp.GradScaler(device.type, enabled=(precision == "fp16"))
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
@@ -496,6 +501,7 @@ def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progr
                         record.update(logs)
                         record.update({f"lr/{n}": o.param_groups[0]["lr"] for n, o in optimizers.items()})
                         log.write(record)
+                        events.scalars(record)
                         if bar is not None:
                             info = " ".join(f"{k} {v:.3g}" for k, v in losses.items())
                             bar.update(task, advance=1, info=f"{info} {record['images_per_second']:.1f} img/s",
@@ -517,11 +523,13 @@ def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progr
                             stop = True
                         if end_of_epoch or end_of_stage:
                             if writer and proto.sample_every_epoch and sample_batch is not None:
-                                _write_samples(synth, sample_batch, ds, out_dir / "samples" / f"epoch_{global_epoch + 1:03d}.png")
+                                grid = _write_samples(synth, sample_batch, ds, out_dir / "samples" / f"epoch_{global_epoch + 1:03d}.png")
+                                events.image(grid, step)
                             global_epoch += 1
                         if step % proto.checkpoint_every == 0 or stop or step == total_steps:
                             check_health()  # a diverged state never becomes the newest checkpoint
                             if writer:
+                                events.flush()  # events up to the checkpoint are on disk before it is
                                 last_ckpt = rundir.save_checkpoint(
                                     out_dir, step, checkpoint_payload(pos, plan.name, optimizers, schedulers), proto.keep_last_n)
                         if end_of_stage or stop:
@@ -551,6 +559,7 @@ def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progr
         wall = time.perf_counter() - t_start
         try:
             log.close()
+            events.close(status)
             if writer and (out_dir / "manifest.json").exists():
                 manifest = rundir.read_json(out_dir / "manifest.json")
                 manifest.update({"status": status, "end_time": rundir.now(), "steps": step,
@@ -615,6 +624,9 @@ def _generate_checked(synth: Synthesizer, batch, where: str, trained: bool = Tru
 
 
 @torch.no_grad()
-def _write_samples(synth: Synthesizer, batch, ds: PreparedDataset, path: Path) -> None:
+def _write_samples(synth: Synthesizer, batch, ds: PreparedDataset, path: Path) -> np.ndarray:
+    """Write the sample grid PNG; returns the grid (``uint8 [H, W, 3]``)."""
     fake = _generate_checked(synth, batch, f"sample grid {path.name}")
-    save_png(sample_grid(batch.label, batch.image, fake, ds.spec), path)
+    grid = sample_grid(batch.label, batch.image, fake, ds.spec)
+    save_png(grid, path)
+    return grid
