@@ -13,7 +13,12 @@ from typer.testing import CliRunner
 
 from synthbench.cli.main import build_app
 from synthbench.engine import train
-from synthbench.engine.tensorboard import MLFLOW_ENV, event_files, scalar_tags, truncate_events_after
+from synthbench.engine.tensorboard import (
+    MLFLOW_ENV,
+    event_files,
+    scalar_tags,
+    truncate_events_after,
+)
 
 OURS = {"ngf": 8, "ndf": 8, "n_blocks": 2, "desum_channels": 16, "dfm_channels": 16}
 # 20 real training slices / batch 4 = 5 steps per epoch; 4 epochs capped at 8 steps:

@@ -29,9 +29,9 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from synthbench.data.prepared import PreparedDataset
 from synthbench.engine import distributed, health, interrupts, rundir
-from synthbench.engine.tensorboard import RunEvents
 from synthbench.engine.protocol import RUNTIME_FIELDS, Protocol, get_protocol
 from synthbench.engine.samples import sample_grid, save_png
+from synthbench.engine.tensorboard import RunEvents
 from synthbench.errors import NonFiniteLossError, SynthbenchError
 from synthbench.io import atomic_write_json, find_user_os_error
 from synthbench.locking import lock_directory
