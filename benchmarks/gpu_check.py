@@ -19,7 +19,8 @@ listed as skipped with the reason, never left out silently):
 3. A 2-process NCCL DDP run (``torchrun --nproc-per-node 2 -m synthbench train ours``, 2 steps),
    when two GPUs are visible.
 4. The throughput table of ``benchmarks/perf.py`` (:func:`synthbench.perf.run_benchmark`) at
-   256 px, then 512 px, fp32 and bf16 with channels_last, batch 16, with the FLOPs and the
+   256 px, then 512 px, bf16 (the paper protocol's CUDA precision; ``--perf-precisions
+   fp32,bf16`` adds fp32 at about twice the time) with channels_last, batch 16, with the FLOPs and the
    model-FLOPs utilisation (MFU: achieved / data-sheet bf16 peak) of ours at 512 px. SDM samples
    with 10 DDIM steps here (recorded in its rows; its images/s scale with 1 / steps), so that its
    inference rows fit the budget.
@@ -275,13 +276,22 @@ def parse_args(argv):
     parser.add_argument("--step-batch", type=int, default=4)
     parser.add_argument("--perf-sizes", default="256,512")
     parser.add_argument("--perf-batch", type=int, default=16)
+    parser.add_argument("--perf-precisions", default="bf16", help="comma list of fp32, bf16 (default bf16)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile checks")
     parser.add_argument("--cpu-rehearsal", action="store_true",
                         help="run every section on the CPU at tiny sizes with reduced networks (tests the script, "
                              "measures nothing about a GPU)")
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    args.perf_sizes = sorted(int(s) for s in args.perf_sizes.split(",") if s.strip())
+    try:
+        args.perf_sizes = sorted(int(s) for s in args.perf_sizes.split(",") if s.strip())
+    except ValueError:
+        parser.error(f"--perf-sizes: expected a comma list of integers, got {args.perf_sizes!r}")
+    args.perf_precisions = [p.strip() for p in args.perf_precisions.split(",") if p.strip()]
+    if not args.methods or not args.perf_sizes or args.budget <= 0:
+        parser.error("--methods and --perf-sizes must not be empty and --budget must be positive")
+    if not set(args.perf_precisions) <= {"fp32", "bf16"} or not args.perf_precisions:
+        parser.error(f"--perf-precisions: fp32 and/or bf16, got {args.perf_precisions}")
     if args.cpu_rehearsal:
         args.step_size, args.step_batch, args.perf_batch = 64, 2, 2
         args.perf_sizes = [64]
@@ -340,8 +350,7 @@ def run(args) -> int:
             checks.append(Check("DDP", "NCCL", "skipped", None, "CPU rehearsal"))
         for c in checks[-2:]:
             print(f"{c.section}: {c.name}: {c.status} {c.detail}", flush=True)
-        precisions = ["fp32", "bf16"]
-        perf_result = perf_tables(args.methods, args.perf_sizes, budget, str(device), options, precisions,
+        perf_result = perf_tables(args.methods, args.perf_sizes, budget, str(device), options, args.perf_precisions,
                                   args.perf_batch, checks)
         for method, precision, _ in compiled:
             if not budget.allows(60):

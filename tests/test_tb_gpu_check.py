@@ -73,3 +73,20 @@ def test_train_step_check_runs_the_engine_step(gpu_check, phantom_dir):
     assert check.section == "train step" and "losses D" in check.detail and "second" in check.detail
     bad = gpu_check.train_step_check("pix2pix", "fp32", False, ds, torch.device("cpu"), 2, {"ngf": -1})
     assert bad.status == "failed" and bad.detail
+
+
+def test_arguments_and_budget_skips(gpu_check):
+    with pytest.raises(SystemExit) as exc:
+        gpu_check.parse_args(["--perf-sizes", "x"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        gpu_check.parse_args(["--perf-precisions", "fp16"])
+    args = gpu_check.parse_args(["--cpu-rehearsal"])
+    assert (args.step_size, args.perf_sizes, args.name) == (64, [64], "cpu-rehearsal")
+    now = [0.0]
+    budget = gpu_check.Budget(10, clock=lambda: now[0])
+    now[0] = 11.0  # spent: nothing more is started, and each skip is listed with its reason
+    checks = []
+    assert gpu_check.perf_tables(["ours"], [256, 512], budget, "cpu", {"ours": {}}, ["bf16"], 16, checks) is None
+    assert [(c.name, c.status) for c in checks] == [("256 px", "skipped"), ("512 px", "skipped")]
+    assert all("time budget" in c.detail for c in checks)
