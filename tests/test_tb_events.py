@@ -19,6 +19,7 @@ from synthbench.engine.tensorboard import (
     scalar_tags,
     truncate_events_after,
 )
+from synthbench.errors import SynthbenchError
 
 OURS = {"ngf": 8, "ndf": 8, "n_blocks": 2, "desum_channels": 16, "dfm_channels": 16}
 # 20 real training slices / batch 4 = 5 steps per epoch; 4 epochs capped at 8 steps:
@@ -130,13 +131,22 @@ def test_mlflow_local_store_gets_the_scalars(phantom_dir, tmp_path, monkeypatch)
     store = tmp_path / "mlruns"
     monkeypatch.setenv(MLFLOW_ENV, str(store))
     run = tmp_path / "run"
-    train("pix2pix", phantom_dir, run, "smoke", options=PIX, show_progress=False)
+    train("pix2pix", phantom_dir, run, "smoke", options=PIX, overrides={"stop_after_steps": 2}, show_progress=False)
     run_id = json.loads((run / "mlflow_run.json").read_text())["run_id"]
     client = mlflow.tracking.MlflowClient(tracking_uri=store.resolve().as_uri())
+    assert client.get_run(run_id).info.status == "KILLED"  # stopped, to be resumed
+    train("pix2pix", phantom_dir, run, resume=True, show_progress=False)  # continues the same MLflow run
+    assert json.loads((run / "mlflow_run.json").read_text())["run_id"] == run_id
     history = client.get_metric_history(run_id, "loss/G")
-    assert [m.step for m in history] == [r["step"] for r in _log(run)]
+    assert [m.step for m in history] == [r["step"] for r in _log(run)] == [1, 2, 3, 4]
     info = client.get_run(run_id)
     assert info.info.status == "FINISHED" and info.data.params["method"] == "pix2pix"
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    monkeypatch.setenv(MLFLOW_ENV, str(blocker / "mlruns"))
+    with pytest.raises(SynthbenchError, match="cannot log to MLflow"):
+        train("pix2pix", phantom_dir, tmp_path / "run2", "smoke", options=PIX, show_progress=False)
+    assert not (tmp_path / "run2").exists()  # refused before anything was written
 
 
 # ------------------------------------------------------------------ synthbench tensorboard

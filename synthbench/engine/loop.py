@@ -31,7 +31,7 @@ from synthbench.data.prepared import PreparedDataset
 from synthbench.engine import distributed, health, interrupts, rundir
 from synthbench.engine.protocol import RUNTIME_FIELDS, Protocol, get_protocol
 from synthbench.engine.samples import sample_grid, save_png
-from synthbench.engine.tensorboard import RunEvents
+from synthbench.engine.tensorboard import RunEvents, preflight_mlflow
 from synthbench.errors import NonFiniteLossError, SynthbenchError
 from synthbench.io import atomic_write_json, find_user_os_error
 from synthbench.locking import lock_directory
@@ -212,6 +212,8 @@ def train(
     out_dir = Path(out_dir)
     ds = PreparedDataset(data_dir)
     writer = int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 owns the directory
+    if writer:
+        preflight_mlflow()  # an unusable SYNTHBENCH_MLFLOW store is refused before anything is written
     created = not out_dir.exists()
     lock = lock_directory(out_dir) if writer else None
     try:

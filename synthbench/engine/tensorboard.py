@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from synthbench.errors import SynthbenchError
 from synthbench.io import atomic_path, atomic_write_json
 
 #: Event files of ``torch.utils.tensorboard`` (``events.out.tfevents.<time>.<host>.<pid>.<n>``).
@@ -108,6 +109,7 @@ class RunEvents:
         if not enabled:
             return
         run_dir = Path(run_dir)
+        self.mlflow = _MlflowRun.open(run_dir, resume_step, say, params or {})  # first: it may refuse
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:  # a dependency: only a broken installation lacks it
@@ -119,7 +121,6 @@ class RunEvents:
                 purge_step = resume_step + 1
                 _wait_for_newer_name(run_dir)
             self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step, flush_secs=60)
-        self.mlflow = _MlflowRun.open(run_dir, resume_step, say, params or {})
 
     def scalars(self, record: dict[str, Any]) -> None:
         tags = scalar_tags(record, self.method)
@@ -156,6 +157,38 @@ def _wait_for_newer_name(run_dir: Path) -> None:
         time.sleep(0.05)
 
 
+def mlflow_target() -> str | None:
+    """``SYNTHBENCH_MLFLOW`` as a tracking URI (a folder becomes a local file store), or None."""
+    target = os.environ.get(MLFLOW_ENV)
+    if not target:
+        return None
+    if "://" not in target and not target.startswith("file:"):  # a folder: a local file store
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for this opt-in
+        target = Path(target).resolve().as_uri()
+    return target
+
+
+def preflight_mlflow() -> None:
+    """Before a run writes anything: the MLflow store of ``SYNTHBENCH_MLFLOW`` must answer
+    (a :class:`SynthbenchError` otherwise); nothing to check without the variable or mlflow."""
+    target = mlflow_target()
+    if target is None:
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        return  # said once the run starts (_MlflowRun.open)
+    try:
+        MlflowClient(tracking_uri=target).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any store error: the user asked for MLflow, so stop
+        raise _mlflow_error(target, exc) from exc
+
+
+def _mlflow_error(target: str, exc: BaseException) -> SynthbenchError:
+    detail = " ".join(str(exc).split())[:300]
+    return SynthbenchError(f"{MLFLOW_ENV}={target}: cannot log to MLflow: {type(exc).__name__}: {detail}")
+
+
 class _MlflowRun:
     """Scalars of a run in MLflow (``SYNTHBENCH_MLFLOW``), resumed by the id in ``RUN/mlflow_run.json``."""
 
@@ -165,8 +198,8 @@ class _MlflowRun:
 
     @classmethod
     def open(cls, run_dir: Path, resume_step: int | None, say, params: dict[str, Any]) -> _MlflowRun | None:
-        target = os.environ.get(MLFLOW_ENV)
-        if not target:
+        target = mlflow_target()
+        if target is None:
             return None
         try:
             import mlflow
@@ -174,15 +207,21 @@ class _MlflowRun:
             say(f"{MLFLOW_ENV}={target} is set but mlflow is not installed: MLflow logging skipped "
                 "(pip install mlflow-skinny)")
             return None
-        if "://" not in target and not target.startswith("file:"):  # a folder: a local file store
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for this opt-in
-            target = Path(target).resolve().as_uri()
+        try:
+            return cls._start(mlflow, target, run_dir, resume_step, say, params)
+        except Exception as exc:  # noqa: BLE001 - any store error: the user asked for MLflow, so stop
+            raise _mlflow_error(target, exc) from exc
+
+    @classmethod
+    def _start(cls, mlflow, target: str, run_dir: Path, resume_step, say, params) -> _MlflowRun:
         mlflow.set_tracking_uri(target)
         record_path = run_dir / MLFLOW_RECORD
         run_id = None
         if resume_step is not None and record_path.is_file():
             with contextlib.suppress(OSError, ValueError, KeyError):
-                run_id = json.loads(record_path.read_text())["run_id"]
+                record = json.loads(record_path.read_text())
+                if record["tracking_uri"] == target:  # else: a new MLflow run in the new store
+                    run_id = record["run_id"]
         client = mlflow.tracking.MlflowClient()
         if run_id is None:
             experiment = client.get_experiment_by_name("synthbench")
