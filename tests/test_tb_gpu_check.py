@@ -90,3 +90,39 @@ def test_arguments_and_budget_skips(gpu_check):
     assert gpu_check.perf_tables(["ours"], [256, 512], budget, "cpu", {"ours": {}}, ["bf16"], 16, checks) is None
     assert [(c.name, c.status) for c in checks] == [("256 px", "skipped"), ("512 px", "skipped")]
     assert all("time budget" in c.detail for c in checks)
+
+
+class _FakeInception:
+    """Stands in for the Inception network (its cost is not what is tested here). ``shift``: added
+    to the features of the first instance, which ``fid_check`` builds for the device under test."""
+
+    shift = 0.0
+    built = 0
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.record = {"sha256": "f" * 64}
+        self.offset = _FakeInception.shift if _FakeInception.built == 0 else 0.0
+        _FakeInception.built += 1
+
+    def __call__(self, images):
+        return images.float().mean(dim=(2, 3)).repeat(1, 8) + self.offset
+
+
+def test_fid_and_ddp_checks_on_a_cpu(gpu_check, phantom_dir, monkeypatch):
+    """The FID check's code path (the CPU stands in for the GPU), features that differ between the
+    devices failing it, and the DDP check's skip without two GPUs."""
+    import synthbench.metrics.inception as inception
+
+    monkeypatch.setattr(inception, "InceptionFeatures", _FakeInception)
+    ds = PreparedDataset(phantom_dir)
+    check = gpu_check.fid_check(ds, torch.device("cpu"), n_speed=16)
+    assert check.status == "ok", check.detail
+    assert check.detail.startswith("max |cpu - cpu| 0.00e+00") and "images/s at 64 px, batch 16" in check.detail
+    monkeypatch.setattr(_FakeInception, "shift", 0.5)
+    monkeypatch.setattr(_FakeInception, "built", 0)
+    differs = gpu_check.fid_check(ds, torch.device("cpu"), n_speed=16)
+    assert differs.status == "failed" and differs.detail.startswith("max |cpu - cpu| 5.00e-01")
+    if torch.cuda.device_count() < 2:
+        ddp = gpu_check.ddp_check(Path("unused"), Path("unused"), gpu_check.Budget(60))
+        assert ddp.status == "skipped" and "needs 2" in ddp.detail
