@@ -61,6 +61,8 @@ Python API (every method trains through exactly this)::
 * Data: ``train`` compares the prepared files' sizes and fingerprints with their manifest first
   (:meth:`synthbench.data.prepared.PreparedDataset.check_files`).
 * Distributed: under torchrun see :mod:`synthbench.engine.distributed`; only rank 0 writes.
+  ``torchrun --nnodes N --nproc-per-node G -m synthbench train ...`` (README, "Several GPUs in
+  one run"; tested with gloo: 2 processes, and 2 nodes of one process on localhost).
 
 Run directory layout::
 
@@ -76,6 +78,11 @@ Run directory layout::
                                 wall time (all invocations together), images/s
     RUN/log.jsonl               one line per step: step, stage, epoch, batch, loss/<optimizer>,
                                 the plugin's logs, lr/<optimizer>, images_per_second, time
+    RUN/events.out.tfevents.*   TensorBoard event files: the log's scalars (loss/, lr/, speed/,
+                                progress/, <method>/<key>) and each sample grid
+                                (:mod:`synthbench.engine.tensorboard`; rewritten without the steps
+                                after the checkpoint on resume)
+    RUN/mlflow_run.json         only with SYNTHBENCH_MLFLOW: the MLflow run this run logs to
     RUN/samples/epoch_NNN.png   per epoch: rows of fixed training samples, columns label (class
                                 colours), real, fake
     RUN/checkpoints/ckpt_NNNNNNN.pt   every ``checkpoint_every`` steps, on a stop or an interrupt

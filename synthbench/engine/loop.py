@@ -31,6 +31,7 @@ from synthbench.data.prepared import PreparedDataset
 from synthbench.engine import distributed, health, interrupts, rundir
 from synthbench.engine.protocol import RUNTIME_FIELDS, Protocol, get_protocol
 from synthbench.engine.samples import sample_grid, save_png
+from synthbench.engine.tensorboard import RunEvents, preflight_mlflow
 from synthbench.errors import NonFiniteLossError, SynthbenchError
 from synthbench.io import atomic_write_json, find_user_os_error
 from synthbench.locking import lock_directory
@@ -254,6 +255,8 @@ def train(
     out_dir = Path(out_dir)
     ds = PreparedDataset(data_dir)
     writer = int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 owns the directory
+    if writer:
+        preflight_mlflow()  # an unusable SYNTHBENCH_MLFLOW store is refused before anything is written
     created = not out_dir.exists()
     lock = lock_directory(out_dir) if writer else None
     try:
@@ -448,6 +451,10 @@ def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progr
     if resume_from is not None and writer:
         rundir.StepLog.truncate_after(out_dir / "log.jsonl", step)
     log = rundir.StepLog(out_dir / "log.jsonl", enabled=writer)
+    events = RunEvents(out_dir, method, enabled=writer, resume_step=step if resume_from is not None else None,
+                       say=_say, params={"method": method, "variant": variant, "protocol": proto.name,
+                                         "seed": proto.seed, "precision": precision,
+                                         "global_batch_size": batch_size * ctx.world_size, "image_size": ds.size})
 
     scaler = torch.amp.GradScaler(device.type, enabled=(precision == "fp16"))
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
@@ -543,6 +550,7 @@ def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progr
                         record.update(logs)
                         record.update({f"lr/{n}": o.param_groups[0]["lr"] for n, o in optimizers.items()})
                         log.write(record)
+                        events.scalars(record)
                         if bar is not None:
                             info = " ".join(f"{k} {v:.3g}" for k, v in losses.items())
                             bar.update(task, advance=1, info=f"{info} {record['images_per_second']:.1f} img/s",
@@ -564,11 +572,13 @@ def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progr
                             stop = True
                         if end_of_epoch or end_of_stage:
                             if writer and proto.sample_every_epoch and sample_batch is not None:
-                                _write_samples(synth, sample_batch, ds, out_dir / "samples" / f"epoch_{global_epoch + 1:03d}.png")
+                                grid = _write_samples(synth, sample_batch, ds, out_dir / "samples" / f"epoch_{global_epoch + 1:03d}.png")
+                                events.image(grid, step)
                             global_epoch += 1
                         if step % proto.checkpoint_every == 0 or stop or step == total_steps:
                             check_health()  # a diverged state never becomes the newest checkpoint
                             if writer:
+                                events.flush()  # events up to the checkpoint are on disk before it is
                                 last_ckpt = rundir.save_checkpoint(
                                     out_dir, step, checkpoint_payload(pos, plan.name, optimizers, schedulers), proto.keep_last_n)
                         if end_of_stage or stop:
@@ -598,6 +608,7 @@ def _train(method, ds, out_dir, proto, variant, options, resume_from, show_progr
         wall = time.perf_counter() - t_start
         try:
             log.close()
+            events.close(status)
             if writer and (out_dir / "manifest.json").exists():
                 manifest = rundir.read_json(out_dir / "manifest.json")
                 manifest.update({"status": status, "end_time": rundir.now(), "steps": step,
@@ -662,6 +673,9 @@ def _generate_checked(synth: Synthesizer, batch, where: str, trained: bool = Tru
 
 
 @torch.no_grad()
-def _write_samples(synth: Synthesizer, batch, ds: PreparedDataset, path: Path) -> None:
+def _write_samples(synth: Synthesizer, batch, ds: PreparedDataset, path: Path) -> np.ndarray:
+    """Write the sample grid PNG; returns the grid (``uint8 [H, W, 3]``)."""
     fake = _generate_checked(synth, batch, f"sample grid {path.name}")
-    save_png(sample_grid(batch.label, batch.image, fake, ds.spec), path)
+    grid = sample_grid(batch.label, batch.image, fake, ds.spec)
+    save_png(grid, path)
+    return grid
