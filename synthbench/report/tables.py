@@ -212,7 +212,8 @@ def _mark(table: Table) -> Table:
         cells = [cells[j] for _, cells in table.rows if cells[j] is not None and not math.isnan(cells[j].mean)]
         if not cells:
             continue
-        ref = float(np.median([abs(c.mean) for c in cells]))
+        # percentages get 2 decimals whatever their size (the paper's Tables III/IV)
+        ref = 50.0 if table.unit == "%" else float(np.median([abs(c.mean) for c in cells]))
         for c in cells:
             c.ref = ref
         name = f"{column.group} {column.label}" if column.group != column.label else column.label
