@@ -190,7 +190,8 @@ def _evaluate_one(real_dir: Path, fake_dir: Path, mask_dir: Path | None, region:
     if fid_conv:
         console.print(f"FID/KID: pytorch-fid InceptionV3, weights sha256 {fid_conv['weights']['sha256'][:16]}… "
                       f"({fid_conv['weights']['source']}); gray repeated to RGB; bilinear resize to 299.")
-    console.print("PSNR/SSIM: data range 2 on [-1, 1]; RMSE in [0, 1] units.")
+    console.print("PSNR in dB and SSIM with data range 2 on [-1, 1]; RMSE on the [0, 1] intensity scale (x 255: gray "
+                  "levels); complete: every pixel, region-only: the region's pixels.", soft_wrap=True)
     for msg in meta["notes"]:
         err_console.print(f"[yellow]note:[/yellow] {msg}")
     for msg in df.attrs["warnings"]:
