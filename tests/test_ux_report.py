@@ -145,6 +145,9 @@ def test_settings_table_at_top_with_weights_and_hardware(tmp_path):
     assert "FID over 12 images" in iq_part and "segmentation-test split has 9 images" in ds_part
     assert "slices split, not patients" in top
     assert "FID over 12 images" not in md.split("## Runs")[1]
+    summary = json.loads(paths.json.read_text())
+    assert summary["settings"]["seeds"] == [0, 1] and summary["settings"]["fid_weights"]["sha256"] == "f" * 64
+    assert {"setting": "seeds", "value": "0, 1"} in summary["settings_table"]
     page = paths.html.read_text()
     assert page.index('id="settings"') < page.index('id="leaderboard"') and "f" * 64 in page
     leaderboard = page.split('id="leaderboard"')[1].split('id="downstream"')[0]
