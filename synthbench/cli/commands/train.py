@@ -74,7 +74,7 @@ def train_command(
         if value is not None:
             overrides[key] = value
     overrides.setdefault("device", device)
-    if not resume:
+    if not resume and not (out.is_dir() and any(out.iterdir())):  # (a non-empty --out is refused by train())
         err_console.print(size_message(data, protocol or "quick", overrides), markup=False, highlight=False,
                           soft_wrap=True)
     resume_hint = f"synthbench train {shlex.quote(method)} --data {shlex.quote(str(data))} --out {shlex.quote(str(out))} --resume"
