@@ -74,6 +74,10 @@ def train_command(
         if value is not None:
             overrides[key] = value
     overrides.setdefault("device", device)
+    method_options = parse_method_options(method, option) or None
+    from synthbench.plugins import get_registry
+
+    get_registry().synthesizer(method)  # an unknown or ambiguous method: its one-line error, before anything else
     if not resume and not (out.is_dir() and any(out.iterdir())):  # (a non-empty --out is refused by train())
         err_console.print(size_message(data, protocol or "quick", overrides), markup=False, highlight=False,
                           soft_wrap=True)
@@ -87,7 +91,7 @@ def train_command(
                 protocol=protocol or "quick",
                 seed=seed,
                 variant=variant,
-                options=parse_method_options(method, option) or None,
+                options=method_options,
                 overrides=overrides or None,
                 resume=resume,
                 show_progress=not quiet,
