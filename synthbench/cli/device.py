@@ -6,7 +6,7 @@ from synthbench.errors import SynthbenchError
 
 #: The default of every command's ``--device``.
 DEFAULT_DEVICE = "auto"
-DEVICE_HELP = "auto (default: cuda when available, else cpu), cpu, cuda or cuda:N."
+DEVICE_HELP = "auto (cuda when available, else cpu), cpu, cuda or cuda:N."
 
 
 def resolve_device(requested: str) -> str:

@@ -15,7 +15,7 @@ from synthbench.errors import SynthbenchError
 #: quick one, as ``train`` and ``compare`` default to the quick training protocol. Published
 #: numbers use ``default`` (the original U-Net size), as benchmarks/paper.toml does.
 DEFAULT_UNET_PROTOCOL = "quick"
-UNET_PROTOCOL_HELP = ("U-Net protocol: quick (default; depth 3, width 8, 300 steps, like the quick training protocol) "
+UNET_PROTOCOL_HELP = ("U-Net protocol: quick (depth 3, width 8, 300 steps, like the quick training protocol) "
                       "or default (the original U-Net size, 4000 steps; use it for published numbers).")
 
 
