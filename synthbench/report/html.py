@@ -51,8 +51,8 @@ header .meta{color:#c4cde0;font-size:13px}
 header code{color:#fff}
 nav{background:#fff;border-bottom:1px solid var(--line);padding:8px 36px;position:sticky;top:0;z-index:2}
 nav a{color:var(--accent);text-decoration:none;margin-right:18px;font-size:13px}
-main{padding:8px 36px 40px;max-width:1400px}
-section{background:#fff;border:1px solid var(--line);border-radius:8px;padding:18px 22px;margin:18px 0}
+main{padding:8px 36px 40px;max-width:1800px}
+section{background:#fff;border:1px solid var(--line);border-radius:8px;padding:18px 22px;margin:18px 0;overflow-x:auto}
 h2{font-size:19px;margin:0 0 10px}
 h3{font-size:15px;margin:18px 0 8px}
 p.note{color:var(--muted);font-size:12.5px;margin:4px 0 10px}
