@@ -304,6 +304,7 @@ def _run_locked(cfg: CompareConfig, protocol, device: str, unet, started: float)
     from synthbench.metrics.evaluate import evaluate_folders
     from synthbench.report import ComparisonResults, MethodRun, render_report
     from synthbench.report.results import IMAGE_QUALITY_COLUMNS
+    from synthbench.report.settings import comparison_settings
 
     atomic_write_json(cfg.out_dir / "compare.json", _config_record(cfg, protocol))
     ledger = _WallTimes(cfg.out_dir / "wall_times.json")
@@ -424,6 +425,7 @@ def _run_locked(cfg: CompareConfig, protocol, device: str, unet, started: float)
             spec=data.spec,
             notes=notes,
             evaluation=plan,
+            settings=comparison_settings(protocol, unet, seeds, data, quality, device),
         )
         report_dir = cfg.out_dir / "report"
         render_report(results, report_dir, overwrite=True)  # a re-run refreshes the report atomically

@@ -172,7 +172,7 @@ def test_every_leaderboard_row_names_its_plugin_distribution(tmp_path):
     results = ComparisonResults("smoke", "d", "h" * 64, runs, iq)
     paths = render_report(results, tmp_path / "report")
     board = paths.markdown.read_text()
-    assert "| method | plugin | PSNR ↑ |" in board
+    assert "| method | plugin | PSNR (dB) ↑ |" in board
     assert "| pix2pix | synthbench 0.1.0 | 20.00 ± 0.10" in board
     assert "| mygan | synthbench-mygan 2.3 | **21.00 ± 0.10** |" in board
     assert "| broken | broken-dist 1.0 | FAILED (seed 0, synthesize: boom) |" in board

@@ -20,7 +20,12 @@ from synthbench.plugins import get_registry
 
 
 class _Group(TyperGroup):
-    """Turn :class:`SynthbenchError` into a one-line message and exit code 2."""
+    """Turn :class:`SynthbenchError` into a one-line message and exit code 2; flags (``--quiet``,
+    ``--help``) show no ``<bool>`` type in any command's help."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _untyped_flags(self)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -30,6 +35,17 @@ class _Group(TyperGroup):
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
+
+
+def _untyped_flags(command) -> None:
+    """Give every flag of ``command`` and its subcommands an empty metavar: Typer's rich help
+    otherwise prints the type of a flag (``<bool>``), which takes no value."""
+    help_option = command.get_help_option(typer.Context(command))  # created once, then cached
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _untyped_flags(sub)
 
 
 def _version(value: bool) -> None:

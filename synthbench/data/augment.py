@@ -79,8 +79,9 @@ def augment_one(
     transform: v2.Compose, image: np.ndarray, label: np.ndarray, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """One augmented (image [H,W] float32 in [-1,1], label [H,W] uint8) pair, seeded."""
-    img = tv_tensors.Image(torch.from_numpy(np.asarray(image, np.float32)).unsqueeze(0))
-    msk = tv_tensors.Mask(torch.from_numpy(np.asarray(label, np.uint8)).unsqueeze(0))
+    # copies: the inputs may be read-only (memory-mapped splits), which torch.from_numpy warns about
+    img = tv_tensors.Image(torch.from_numpy(np.array(image, np.float32)).unsqueeze(0))
+    msk = tv_tensors.Mask(torch.from_numpy(np.array(label, np.uint8)).unsqueeze(0))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         out_img, out_msk = transform(img, msk)

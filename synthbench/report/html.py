@@ -21,9 +21,25 @@ import re
 
 from synthbench.report import published
 from synthbench.report.figures import Grid
-from synthbench.report.markdown import FID_NOTE, PUBLISHED_HEADING, sampling_text, wall_time_text
+from synthbench.report.markdown import (
+    FID_NOTE,
+    PUBLISHED_HEADING,
+    PUBLISHED_UNITS,
+    column_name,
+    sampling_text,
+    wall_time_text,
+)
 from synthbench.report.results import ComparisonResults, manifest_summary
-from synthbench.report.tables import ALPHA, SIG_MARK, Table, fmt
+from synthbench.report.settings import (
+    CLASS_NAME_NOTE,
+    DOWNSTREAM_DEFINITIONS,
+    QUALITY_DEFINITIONS,
+    notes_for,
+    settings_rows,
+)
+from synthbench.report.tables import ALPHA, BASELINE_LABEL, SIG_MARK, Table, fmt
+
+BASELINE_ROW = ' class="baseline" title="no synthetic images: the real-only baseline every method is compared with"'
 
 CSS = """
 :root{--ink:#1d2330;--muted:#5b6475;--line:#d9dee7;--accent:#1f5fbf;--best:#e3f1e4;--bestink:#145a1e;--pub:#fbf6e9}
@@ -35,8 +51,8 @@ header .meta{color:#c4cde0;font-size:13px}
 header code{color:#fff}
 nav{background:#fff;border-bottom:1px solid var(--line);padding:8px 36px;position:sticky;top:0;z-index:2}
 nav a{color:var(--accent);text-decoration:none;margin-right:18px;font-size:13px}
-main{padding:8px 36px 40px;max-width:1400px}
-section{background:#fff;border:1px solid var(--line);border-radius:8px;padding:18px 22px;margin:18px 0}
+main{padding:8px 36px 40px;max-width:1800px}
+section{background:#fff;border:1px solid var(--line);border-radius:8px;padding:18px 22px;margin:18px 0;overflow-x:auto}
 h2{font-size:19px;margin:0 0 10px}
 h3{font-size:15px;margin:18px 0 8px}
 p.note{color:var(--muted);font-size:12.5px;margin:4px 0 10px}
@@ -52,6 +68,12 @@ th[aria-sort=descending]::after{content:" \\25BC";font-size:10px}
 td.best{background:var(--best);color:var(--bestink)}
 td.sig{color:#7a3a12}
 td.failed{color:#a40000;font-weight:600}
+tr.baseline td{background:#f4f4f4;font-style:italic;border-bottom:2px solid #b9c0cc}
+table.settings td{text-align:left;white-space:normal;max-width:900px;overflow-wrap:anywhere}
+table.settings td.rowhead{font-weight:600;white-space:nowrap}
+.warn{background:#fff4e0;border-left:4px solid #d08a00;padding:6px 10px;margin:6px 0;font-size:13px}
+dl.defs{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;font-size:12.5px;color:var(--muted);margin:8px 0}
+dl.defs dt{font-weight:600;color:var(--ink)}dl.defs dd{margin:0}
 tbody tr:hover td{background:#f3f6fb}
 tbody tr:hover td.best{background:#d3ead5}
 .pub{background:var(--pub);border-color:#e8d9a8}
@@ -90,7 +112,8 @@ var idx=+th.getAttribute('data-col');var dir=th.getAttribute('aria-sort')==='asc
 table.querySelectorAll('thead th[aria-sort]').forEach(function(h){h.removeAttribute('aria-sort');});
 th.setAttribute('aria-sort',dir);var rows=Array.prototype.slice.call(tbody.rows);
 rows.sort(function(r1,r2){var c=cmp(keyOf(r1.cells[idx]),keyOf(r2.cells[idx]));return dir==='ascending'?c:-c;});
-rows.forEach(function(r){tbody.appendChild(r);});}
+function pinned(r){return r.classList.contains('baseline');}
+rows.filter(pinned).concat(rows.filter(function(r){return !pinned(r);})).forEach(function(r){tbody.appendChild(r);});}
 document.querySelectorAll('table.sortable thead tr:last-child th').forEach(function(th){
 th.addEventListener('click',function(){sortBy(th);});});
 var st=location.hash.match(/^#selftest(?:-(\\d+))?$/);
@@ -153,8 +176,11 @@ def table_html(table: Table) -> str:
             tip = [f"seeds: {', '.join(f'{s}: {fmt(v, cell.mean)}' for s, v in cell.per_seed.items())}"]
             if cell.best:
                 tip.append("best in column")
+            elif column_name(column) in table.unranked:
+                tip.append("column not ranked: no best, no test")
             elif cell.p_vs_best is not None and not math.isnan(cell.p_vs_best):
-                tip.append(f"paired t-test vs best: p = {cell.p_vs_best:.3g}")
+                tip.append(f"paired t-test vs best: p = {cell.p_vs_best:.3g} (Holm-adjusted over the table's "
+                           f"{table.n_tests} tests: {cell.p_adjusted:.3g})")
             text = e(cell.text())
             text = f"<strong>{text}</strong>" if cell.best else text
             sort = "" if math.isnan(cell.mean) else repr(float(cell.mean))
@@ -162,7 +188,7 @@ def table_html(table: Table) -> str:
                 f'<td class="{" ".join(classes)}" data-sort="{sort}" data-column="{e(column.key)}" '
                 f'title="{e("; ".join(tip))}">{text}</td>'
             )
-        body.append("<tr>" + "".join(tds) + "</tr>")
+        body.append(f'<tr{BASELINE_ROW if labels[0] == BASELINE_LABEL else ""}>' + "".join(tds) + "</tr>")
     return (
         f'<table class="sortable measured" id="t-{e(table.key)}"><thead>{"".join(head)}</thead>'
         f'<tbody>{"".join(body)}</tbody></table>'
@@ -191,7 +217,7 @@ def published_html() -> str:
         f'<section class="pub" id="published"><h2>{e(PUBLISHED_HEADING)}</h2>',
         '<span class="banner">PUBLISHED &mdash; NOT MEASURED HERE</span>',
         f'<p class="note">Source: {e(published.CITATION)}. Copied from the paper for orientation only; '
-        f"{e(FID_NOTE)}</p>",
+        f"{e(FID_NOTE)} {e(PUBLISHED_UNITS)} {e(CLASS_NAME_NOTE)}</p>",
     ]
     for key, (title, row_header, columns, rows) in published.TABLES.items():
         out.append(f"<h3>{e(title)} (published)</h3>")
@@ -254,6 +280,21 @@ def departures_html(results: ComparisonResults) -> str:
     return "".join(parts)
 
 
+def settings_html(results: ComparisonResults) -> str:
+    """The settings table (what the numbers were measured with) and the comparison-wide warnings."""
+    rows = "".join(f'<tr><td class="rowhead">{e(k)}</td><td>{e(v)}</td></tr>' for k, v in settings_rows(results))
+    return ('<section id="settings"><h2>Settings</h2><table class="settings"><tbody>' + rows + "</tbody></table>"
+            + warnings_html(notes_for(results, "general")) + "</section>")
+
+
+def warnings_html(notes: list[str]) -> str:
+    return "".join(f'<div class="warn"><strong>Warning:</strong> {e(n)}</div>' for n in notes)
+
+
+def definitions_html(rows) -> str:
+    return ('<dl class="defs">' + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in rows) + "</dl>")
+
+
 def render_html(
     results: ComparisonResults,
     iq: Table,
@@ -263,8 +304,8 @@ def render_html(
     weights: bytes | None,
 ) -> str:
     """The whole report.html as a string."""
-    nav = [("leaderboard", "Image quality")]
-    sections = []
+    nav = [("settings", "Settings"), ("leaderboard", "Image quality")]
+    sections = [settings_html(results)]
     counts = results.image_counts()
     iq_count = f"Images: {counts['image_quality']}. " if "image_quality" in counts else ""
     ds_count = f'<p class="note">Images: {e(counts["downstream"])}.</p>' if "downstream" in counts else ""
@@ -272,14 +313,18 @@ def render_html(
         '<section id="leaderboard"><h2>Image quality (measured; paper Table II)</h2>'
         f'<p class="note">{e(iq_count)}{e(iq.note.replace("**bold**", "green bold"))} {e(FID_NOTE)} '
         "Click a column header to sort.</p>"
+        + warnings_html(notes_for(results, "image_quality"))
         + (table_html(iq) if iq.rows else "<p>No image-quality results.</p>")
+        + definitions_html(QUALITY_DEFINITIONS)
         + "</section>"
     )
     if downstream:
         nav.append(("downstream", "Downstream"))
         parts = [f"<h3>{e(t.title)}</h3><p class=\"note\">{e(t.note.replace('**bold**', 'green bold'))}</p>{table_html(t)}" for t in downstream]
         sections.append('<section id="downstream"><h2>Downstream segmentation (measured; paper Tables III-IV)</h2>'
-                        + ds_count + "".join(parts) + "</section>")
+                        + ds_count + warnings_html(notes_for(results, "downstream"))
+                        + f'<p class="note">{e(CLASS_NAME_NOTE)}</p>' + definitions_html(DOWNSTREAM_DEFINITIONS)
+                        + "".join(parts) + "</section>")
     if grids:
         nav.append(("images", "Images"))
         sections.append('<section id="images"><h2>Synthetic images</h2>' + "".join(grid_html(g) for g in grids) + "</section>")
@@ -301,8 +346,7 @@ def render_html(
         wall = "<h3>Wall times</h3><table><tbody>" + "".join(
             f'<tr><td class="rowhead">{e(k)}</td><td>{e(wall_time_text(v))}</td></tr>' for k, v in results.wall_times.items()
         ) + "</tbody></table>"
-    notes = "".join(f'<p class="note">{e(n)}</p>' for n in results.notes)
-    sections.append(f'<section id="runs"><h2>Runs and reproducibility</h2>{runs_html(results)}{wall}{notes}'
+    sections.append(f'<section id="runs"><h2>Runs and reproducibility</h2>{runs_html(results)}{wall}'
                     f"{departures_html(results)}</section>")
     nav.append(("published", "Published (paper)"))
     sections.append(published_html())
@@ -321,7 +365,7 @@ methods {e(", ".join(results.methods))}</div></header>
 <main>
 {"".join(sections)}
 </main>
-<footer>Measured values: mean &plusmn; spread (see notes); {SIG_MARK}: paired t-test against the column's best, p &lt; {ALPHA}.
+<footer>Measured values: mean &plusmn; spread (see notes); {SIG_MARK}: paired t-test against the column's best, Holm-adjusted p &lt; {ALPHA} within each table.
 Generated by synthbench.</footer>
 <script>{SORT_JS}</script>
 </body></html>

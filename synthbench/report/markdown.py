@@ -11,6 +11,13 @@ import math
 
 from synthbench.report import published
 from synthbench.report.results import ComparisonResults, manifest_summary
+from synthbench.report.settings import (
+    CLASS_NAME_NOTE,
+    DOWNSTREAM_DEFINITIONS,
+    QUALITY_DEFINITIONS,
+    notes_for,
+    settings_rows,
+)
 from synthbench.report.tables import Table, fmt
 
 PUBLISHED_HEADING = "Published in the paper (not measured here)"
@@ -18,6 +25,8 @@ FID_NOTE = (
     "FID is measured in the standard pytorch-fid convention (2048-d Inception pool features) on all "
     "test images; the paper's FID values are on a different, unstated scale and are not comparable."
 )
+PUBLISHED_UNITS = ("Units as printed in the paper: PSNR in dB, SSIM unitless, Dice in %; the paper does not state "
+                   "its RMSE scale (here RMSE is on [0, 1]) nor its FID convention.")
 
 
 def _esc(text: str) -> str:
@@ -45,25 +54,60 @@ def table_md(table: Table) -> str:
     return "\n".join(lines)
 
 
-def p_values_md(table: Table) -> str:
-    """Per-cell p-values of the paired test against the column's best (``best`` for the best)."""
+def p_values_md(table: Table, adjusted: bool = False) -> str:
+    """Per-cell p-values of the paired test against the column's best (``best`` for the best,
+    ``not ranked`` in a column without a best); ``adjusted``: the Holm-adjusted ones."""
+    unranked = set(table.unranked)
     lines = [
         "| " + " | ".join(table.row_headers + [f"{c.group} {c.label}" for c in table.columns]) + " |",
         "|" + "---|" * len(table.row_headers) + "---:|" * len(table.columns),
     ]
     for row_labels, cells in table.rows:
         texts = []
-        for cell in cells:
+        for column, cell in zip(table.columns, cells, strict=True):
+            p = None if cell is None else (cell.p_adjusted if adjusted else cell.p_vs_best)
             if cell is None:
                 texts.append("-")
             elif cell.best:
                 texts.append("best")
-            elif cell.p_vs_best is None or math.isnan(cell.p_vs_best):
+            elif column_name(column) in unranked:
+                texts.append("not ranked")
+            elif p is None or math.isnan(p):
                 texts.append("n/a")
             else:
-                texts.append(f"{cell.p_vs_best:.3g}")
+                texts.append(f"{p:.3g}")
         lines.append("| " + " | ".join([_esc(x) for x in row_labels] + texts) + " |")
     return "\n".join(lines)
+
+
+def column_name(column) -> str:
+    """How :func:`synthbench.report.tables._mark` names a column in ``Table.unranked``."""
+    return f"{column.group} {column.label}" if column.group != column.label else column.label
+
+
+def p_value_sections_md(table: Table, heading: str) -> list[str]:
+    """The unadjusted and the Holm-adjusted p-value tables of a measured table."""
+    if not table.n_tests:
+        return [f"{heading}: no paired test (no column with a best and another value).", ""]
+    return [f"{heading} (unadjusted; {table.n_tests} tests in this table):", "", p_values_md(table), "",
+            "Holm-adjusted over those tests (what the dagger uses):", "", p_values_md(table, adjusted=True), ""]
+
+
+def settings_md(results: ComparisonResults) -> list[str]:
+    """The settings table, then the warnings that concern the whole comparison."""
+    out = ["## Settings", "", "| setting | value |", "|---|---|"]
+    out += [f"| {_esc(k)} | {_esc(v)} |" for k, v in settings_rows(results)]
+    out.append("")
+    out += warnings_md(notes_for(results, "general"))
+    return out
+
+
+def warnings_md(notes: list[str]) -> list[str]:
+    return [line for note in notes for line in (f"> **Warning:** {_esc(note)}", "")]
+
+
+def definitions_md(rows) -> list[str]:
+    return ["Units and definitions:", "", *[f"- **{_esc(k)}**: {_esc(v)}" for k, v in rows], ""]
 
 
 def published_md() -> str:
@@ -72,7 +116,7 @@ def published_md() -> str:
         f"## {PUBLISHED_HEADING}",
         "",
         f"Source: {published.CITATION}. These numbers were **not** measured by this run; they are "
-        "copied from the paper for orientation only. " + FID_NOTE,
+        "copied from the paper for orientation only. " + FID_NOTE + " " + PUBLISHED_UNITS + " " + CLASS_NAME_NOTE,
         "",
     ]
     for title, row_header, columns, rows in published.TABLES.values():
@@ -150,22 +194,29 @@ def render_markdown(results: ComparisonResults, iq: Table, downstream: list[Tabl
         "",
         "All numbers below were measured by this comparison, except the final section.",
         "",
+        *settings_md(results),
         f"## {iq.title} (measured)",
         "",
         iq.note + " " + FID_NOTE,
         "",
         *([f"Images: {counts['image_quality']}.", ""] if "image_quality" in counts else []),
+        *warnings_md(notes_for(results, "image_quality")),
         table_md(iq) if iq.rows else "_No image-quality results._",
         "",
+        *definitions_md(QUALITY_DEFINITIONS),
     ]
     if iq.rows:
-        out += ["### Paired test against the best method (p-values)", "", p_values_md(iq), ""]
+        out += ["### Paired test against the best method (p-values)", "",
+                *p_value_sections_md(iq, "p-values of the paired t-test against the column's best")]
     if downstream:
         out += ["## Downstream segmentation (measured)", ""]
         if "downstream" in counts:
             out += [f"Images: {counts['downstream']}.", ""]
+        out += warnings_md(notes_for(results, "downstream"))
+        out += [CLASS_NAME_NOTE, "", *definitions_md(DOWNSTREAM_DEFINITIONS)]
         for t in downstream:
-            out += [f"### {t.title}", "", t.note, "", table_md(t), "", "p-values against the best:", "", p_values_md(t), ""]
+            out += [f"### {t.title}", "", t.note, "", table_md(t), "",
+                    *p_value_sections_md(t, "p-values against the best")]
     if figures:
         out += ["## Figures", ""]
         out += [f"![{caption}]({path})" + "\n" for caption, path in figures.items()]
@@ -175,8 +226,6 @@ def render_markdown(results: ComparisonResults, iq: Table, downstream: list[Tabl
         out += ["## Wall times", "", "| stage | time |", "|---|---:|"]
         out += [f"| {_esc(k)} | {wall_time_text(v)} |" for k, v in results.wall_times.items()]
         out.append("")
-    for note in results.notes:
-        out += [f"> {note}", ""]
     out += [published_md()]
     return "\n".join(out).rstrip() + "\n"
 

@@ -21,6 +21,7 @@ from synthbench.report.figures import image_grid, loss_curves, weight_curves
 from synthbench.report.html import render_html
 from synthbench.report.markdown import render_markdown
 from synthbench.report.results import ComparisonResults, manifest_summary
+from synthbench.report.settings import settings_rows
 from synthbench.report.tables import downstream_tables, image_quality_table, significance_frame
 
 
@@ -125,6 +126,8 @@ def render_report(
                 "leaderboard": json.loads(significance_frame([iq, *downstream]).to_json(orient="records")),
                 "notes": results.notes,
                 "evaluation": results.evaluation,
+                "settings": results.settings,
+                "settings_table": [{"setting": k, "value": v} for k, v in settings_rows(results)],
                 "image_counts": results.image_counts(),
                 "test_time": {r.method: r.test_time() for r in results.runs},
                 "real_image_methods": sorted(results.real_image_methods()),

@@ -161,6 +161,8 @@ class ComparisonResults:
     notes: list[str] = field(default_factory=list)
     #: Split, image count and folds of every table (:func:`synthbench.compare.evaluation_plan`).
     evaluation: dict[str, Any] = field(default_factory=dict)
+    #: What the comparison ran with, for the settings table (:func:`synthbench.report.settings.comparison_settings`).
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.image_quality = _check_frame(self.image_quality, IMAGE_QUALITY_COLUMNS, "image-quality results")

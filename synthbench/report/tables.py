@@ -9,12 +9,18 @@ the same numbers. Conventions (paper Sec. "Evaluation": mean +- 95% CI over 10 f
 * several seeds: the mean of the per-seed values +- their sample standard deviation (the spread
   across seeds);
 * best: the best mean in the column (lower for FID/KID/RMSE, higher otherwise); ties all count;
-  a KID column with a negative value (below its sampling noise) is not ranked at all;
+  a column whose defined values are all identical (e.g. a Dice of 0 in every row) or that holds
+  fewer than two values is not ranked: no best mark and no test; nor is a KID column with a
+  negative value (below its sampling noise);
 * a metric that could not be computed (e.g. FRD without pyradiomics) shows its status, never a number;
 * significance: a paired t-test (:func:`synthbench.stats.paired_test`) of each method against the
   column's best method, pairing fold i of seed s with fold i of seed s (seeds both methods ran);
-  without per-fold values it pairs the per-seed values. ``p < ALPHA`` marks the cell with a
-  dagger: significantly different from the best.
+  without per-fold values it pairs the per-seed values. The p-values of one table form one
+  family and are Holm-adjusted (Holm 1979, :func:`holm`); an adjusted ``p < ALPHA`` marks the
+  cell with a dagger: significantly different from the best. The p-value tables show both;
+* downstream scores (Dice, sensitivity, specificity: fractions in the results) are shown as
+  percentages, like the paper's Tables III/IV; the real-only configuration (synthetic share 0%)
+  is one row, labelled :data:`BASELINE_LABEL`, above the methods.
 """
 
 from __future__ import annotations
@@ -40,6 +46,12 @@ SIG_MARK = "\u2020"  # dagger
 #: Marks a method that saw the real target slice at test time (``--style real``).
 REAL_MARK = "\u2021"  # double dagger
 REAL_NOTE = f"{REAL_MARK}: synthesized with the real target slice as style image (reconstruction: the method saw the answer)"
+#: Units shown in a column header (the definitions beside the table give every scale).
+METRIC_UNITS = {"PSNR": " (dB)"}
+#: Row label of the downstream configuration without synthetic images (the paper's "0%" row).
+BASELINE_LABEL = "real only (baseline)"
+#: Downstream metrics stored as fractions and shown as percentages (paper Tables III/IV: Dice %).
+PERCENT_METRICS = frozenset({"Dice", "Dice (per image)", "sensitivity", "specificity"})
 
 
 def _row_name(method: str, real: set[str]) -> str:
@@ -62,6 +74,8 @@ class Cell:
     folds: dict[int, list[float]]
     best: bool = False
     p_vs_best: float | None = None
+    #: ``p_vs_best`` Holm-adjusted over every test of the table (what the dagger uses).
+    p_adjusted: float | None = None
     #: Magnitude that sets the number of decimals (the column's median, so a column is uniform).
     ref: float = math.nan
     #: "ok", or why there is no value (e.g. "not installed (...)"): shown instead of a number.
@@ -69,7 +83,7 @@ class Cell:
 
     @property
     def significant(self) -> bool:
-        return self.p_vs_best is not None and not math.isnan(self.p_vs_best) and self.p_vs_best < ALPHA
+        return self.p_adjusted is not None and not math.isnan(self.p_adjusted) and self.p_adjusted < ALPHA
 
     def text(self) -> str:
         """``mean ± spread`` with a dagger when significantly different from the best."""
@@ -107,6 +121,11 @@ class Table:
     note: str = ""
     #: Row label (the method) -> why it failed; such a row has no values and shows the reason.
     failed: dict[str, str] = field(default_factory=dict)
+    #: Paired tests in the table (the Holm family); column labels that were not ranked.
+    n_tests: int = 0
+    unranked: list[str] = field(default_factory=list)
+    #: "%" when the values are percentages (downstream), else "".
+    unit: str = ""
 
     def best_rows(self, col: int) -> list[str]:
         return [" ".join(labels) for labels, cells in self.rows if cells[col] is not None and cells[col].best]
@@ -168,22 +187,41 @@ def paired_p(cell: Cell, best: Cell) -> float | None:
     return float(paired_test([p[0] for p in pairs], [p[1] for p in pairs]))
 
 
-def _mark(table: Table) -> Table:
-    """Mark the best cell(s) per column and test every other cell against the best one.
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (Holm 1979): with the m p-values sorted ascending, the
+    i-th smallest (i = 0..m-1) becomes ``min(1, max_{j <= i} (m - j) p_(j))``. Same order as given."""
+    m = len(p_values)
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda k: p_values[k])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
-    A column of a :data:`NONNEGATIVE` metric (KID) holding a negative value is not ranked: the
-    estimate is below its noise there, so no method can be called best (said in the note).
+
+def _mark(table: Table) -> Table:
+    """Mark the best cell(s) per column, test every other cell against the best one, and
+    Holm-adjust the table's p-values.
+
+    A column is not ranked (no best, no test) when its defined values are all identical or fewer
+    than two (nothing to rank), or when it is a :data:`NONNEGATIVE` metric (KID) holding a
+    negative value: the estimate is below its noise there. The note says which columns.
     """
-    unranked = []
+    negative = []
     for j, column in enumerate(table.columns):
         cells = [cells[j] for _, cells in table.rows if cells[j] is not None and not math.isnan(cells[j].mean)]
         if not cells:
             continue
-        ref = float(np.median([abs(c.mean) for c in cells]))
+        # percentages get 2 decimals whatever their size (the paper's Tables III/IV)
+        ref = 50.0 if table.unit == "%" else float(np.median([abs(c.mean) for c in cells]))
         for c in cells:
             c.ref = ref
+        name = f"{column.group} {column.label}" if column.group != column.label else column.label
         if column.key.split("/")[-1] in NONNEGATIVE and min(c.mean for c in cells) < 0:
-            unranked.append(f"{column.group} {column.label}")
+            negative.append(name)
+            continue
+        if len({c.mean for c in cells}) < 2:
+            table.unranked.append(name)
             continue
         best_value = max(c.mean for c in cells) if column.higher_is_better else min(c.mean for c in cells)
         best_cells = [c for c in cells if c.mean == best_value]
@@ -193,9 +231,21 @@ def _mark(table: Table) -> Table:
         for c in cells:
             if not c.best:
                 c.p_vs_best = paired_p(c, best_cell)
-    if unranked:
-        table.note += (f" Not ranked: {', '.join(unranked)} (a negative KID is below its sampling noise: "
+    tested = [c for _, cells in table.rows for c in cells
+              if c is not None and c.p_vs_best is not None and not math.isnan(c.p_vs_best)]
+    for c, p in zip(tested, holm([c.p_vs_best for c in tested]), strict=True):
+        c.p_adjusted = p
+    table.n_tests = len(tested)
+    if table.unranked:
+        table.note += (f" Not ranked (every value identical, or fewer than two values): {', '.join(table.unranked)}: "
+                       "no best and no test.")
+    if negative:
+        table.unranked += negative
+        table.note += (f" Not ranked: {', '.join(negative)} (a negative KID is below its sampling noise: "
                        "no measurable difference from the real images).")
+    if table.n_tests:
+        table.note += (f" Multiple comparisons: {table.n_tests} paired tests in this table; {SIG_MARK} uses their "
+                       f"Holm-adjusted p-values (family: this table); the p-value table lists unadjusted and Holm p.")
     return table
 
 
@@ -207,7 +257,7 @@ def _spread_note(frame: pd.DataFrame) -> str:
     if (seeds > 1).any():
         parts.append("several seeds: mean \u00b1 SD across seeds")
     parts.append("**bold**: best in column")
-    parts.append(f"{SIG_MARK}: paired t-test vs the column's best, p < {ALPHA}")
+    parts.append(f"{SIG_MARK}: paired t-test vs the column's best, Holm-adjusted p < {ALPHA}")
     return "; ".join(parts) + "."
 
 
@@ -270,7 +320,7 @@ def image_quality_table(results: ComparisonResults) -> Table:
             if len(sub):
                 hib = bool(sub["higher_is_better"].iloc[0])
                 arrow = "\u2191" if hib else "\u2193"
-                columns.append(Column(f"{setting}/{metric}", f"{metric} {arrow}", setting, hib))
+                columns.append(Column(f"{setting}/{metric}", f"{metric}{METRIC_UNITS.get(metric, '')} {arrow}", setting, hib))
     real = results.real_image_methods()
     failures = results.failures
     methods = [m for m in results.methods if m in set(iq["method"]) or m in failures]
@@ -304,9 +354,19 @@ DOWNSTREAM_NOTES = {
 }
 
 
+def _as_percent(frame: pd.DataFrame) -> pd.DataFrame:
+    """Fractions (value, interval, per-fold values) times 100; paired tests are unchanged by it."""
+    out = frame.copy()
+    out["mean"] = out["mean"].astype(float) * 100.0
+    out["ci95"] = out["ci95"].astype(float) * 100.0
+    out["folds"] = [[100.0 * v for v in f] for f in out["folds"]]
+    return out
+
+
 def downstream_tables(results: ComparisonResults) -> list[Table]:
     """Paper Tables III (replace) and IV (add): one table per experiment and metric, rows
-    method x synthetic ratio, columns the segmented classes."""
+    method x synthetic ratio, columns the segmented classes. Scores in %; the configuration
+    without synthetic images (ratio 0) is one row, :data:`BASELINE_LABEL`, above the methods."""
     ds = results.downstream
     tables: list[Table] = []
     if not len(ds):
@@ -321,26 +381,37 @@ def downstream_tables(results: ComparisonResults) -> list[Table]:
             sub = ds[(ds["experiment"] == experiment) & (ds["metric"] == metric)]
             if not len(sub):
                 continue
+            unit = "%" if metric in PERCENT_METRICS else ""
+            if unit:
+                sub = _as_percent(sub)
             hib = HIGHER_IS_BETTER.get(metric, True)
             classes = list(dict.fromkeys(sub["class"]))
             columns = [Column(str(c), str(c), metric, hib) for c in classes]
             table = Table(
                 f"downstream_{experiment}_{metric}",
-                f"{titles[experiment]}: {metric}",
+                f"{titles[experiment]}: {metric}{' (%)' if unit else ''}",
                 _with_plugin(results, ["method", "synthetic"]),
                 columns,
                 note=_with_real_note(_spread_note(sub) + DOWNSTREAM_NOTES.get(metric, ""), set(sub["method"]), real),
+                unit=unit,
             )
             keys = sorted(
                 {(m, float(r)) for m, r in zip(sub["method"], sub["ratio"], strict=True)},
-                key=lambda k: (method_order.get(k[0], len(method_order)), k[1]),
+                key=lambda k: (k[1] != 0.0, method_order.get(k[0], len(method_order)), k[1]),
             )
+            baseline = next((k for k in keys if k[1] == 0.0), None)  # real only: the same for every method
             for method, ratio in keys:
+                if ratio == 0.0 and (method, ratio) != baseline:
+                    continue
                 cells: list[Cell | None] = []
                 for cls in classes:
                     g = sub[(sub["method"] == method) & (sub["ratio"].astype(float) == ratio) & (sub["class"] == cls)]
                     cells.append(_aggregate(g, "mean") if len(g) else None)
-                table.rows.append((_labels(table, results, method, ratio_label(ratio)), cells))
+                if ratio == 0.0:
+                    labels = [BASELINE_LABEL, *(["-"] if "plugin" in table.row_headers else []), ratio_label(ratio)]
+                else:
+                    labels = _labels(table, results, method, ratio_label(ratio))
+                table.rows.append((labels, cells))
             tables.append(_mark(table))
     return tables
 
@@ -356,7 +427,7 @@ def significance_frame(tables: list[Table]) -> pd.DataFrame:
                     continue
                 rows.append({
                     "table": t.key, "row": " ".join(labels), "column": column.key, "mean": cell.mean,
-                    "spread": cell.spread, "n_seeds": cell.n_seeds, "best": cell.best,
-                    "p_vs_best": cell.p_vs_best, "significant": cell.significant,
+                    "spread": cell.spread, "unit": t.unit, "n_seeds": cell.n_seeds, "best": cell.best,
+                    "p_vs_best": cell.p_vs_best, "p_holm": cell.p_adjusted, "significant": cell.significant,
                 })
     return pd.DataFrame(rows)

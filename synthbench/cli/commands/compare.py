@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from synthbench.cli.commands.downstream import DEFAULT_UNET_PROTOCOL, UNET_PROTOCOL_HELP
 from synthbench.cli.console import console, err_console
+from synthbench.cli.device import DEFAULT_DEVICE, DEVICE_HELP
 
 bench_app = typer.Typer(help="Benchmark suites (benchmarks/*.toml).", no_args_is_help=True)
 
@@ -35,9 +37,9 @@ def compare(
     out: Path = typer.Option(Path("comparison"), "--out", help="Output directory (reused to resume)."),
     experiments: str = typer.Option("replace,add", "--experiments", help="Downstream experiments to run (empty: none)."),
     ratios: str = typer.Option(None, "--ratios", help="Synthetic ratios, e.g. 0,0.1,0.2,0.3,0.4,0.5."),
-    unet: str = typer.Option("quick", "--unet-protocol", help="U-Net protocol of the downstream task: quick or default."),
+    unet: str = typer.Option(DEFAULT_UNET_PROTOCOL, "--unet-protocol", help=UNET_PROTOCOL_HELP),
     folds: int = typer.Option(10, "--folds", help="Folds of the test sets for mean and 95% CI (fewer if a split is small)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    device: str = typer.Option(DEFAULT_DEVICE, "--device", help=DEVICE_HELP),
     style: str = typer.Option("none", "--style", help="'real': style-based methods (SEAN) reconstruct from the real "
                               "slice (sees the answer; marked in the report). Default 'none': the label map only."),
 ) -> None:
@@ -63,7 +65,7 @@ def bench_run(
     suite: Path = typer.Argument(..., help="Suite file, e.g. benchmarks/quick.toml."),
     data: str = typer.Option(None, "--data", help="Data set (prepared or source); required by suites that say so."),
     out: Path = typer.Option(None, "--out", help="Output directory (default: runs/<suite name>)."),
-    profile: str = typer.Option(None, "--profile", help="Merge [profiles.NAME] of the suite (e.g. smoke)."),
+    profile: str = typer.Option(None, "--profile", help=r"Merge the suite's \[profiles.NAME] table (e.g. smoke)."),
     device: str = typer.Option(None, "--device", help="Override the suite's device."),
 ) -> None:
     """Run a benchmark suite (a comparison described in a TOML file)."""

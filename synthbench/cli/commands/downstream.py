@@ -8,7 +8,15 @@ import typer
 from rich.table import Table
 
 from synthbench.cli.console import console
+from synthbench.cli.device import DEFAULT_DEVICE, DEVICE_HELP, resolve_device
 from synthbench.errors import SynthbenchError
+
+#: The U-Net protocol ``downstream --protocol`` and ``compare --unet-protocol`` default to: the
+#: quick one, as ``train`` and ``compare`` default to the quick training protocol. Published
+#: numbers use ``default`` (the original U-Net size), as benchmarks/paper.toml does.
+DEFAULT_UNET_PROTOCOL = "quick"
+UNET_PROTOCOL_HELP = ("U-Net protocol: quick (depth 3, width 8, 300 steps, like the quick training protocol) "
+                      "or default (the original U-Net size, 4000 steps; use it for published numbers).")
 
 
 def register(app: typer.Typer) -> None:
@@ -64,11 +72,11 @@ def downstream(
     experiment: str = typer.Option("replace", "--experiment", help="replace (Table III) or add (Table IV)."),
     ratios: str = typer.Option("0,0.1,0.2,0.3,0.4,0.5", "--ratios", help="Synthetic fractions of the real training count."),
     out: Path = typer.Option(Path("downstream"), "--out", help="Output folder (tables, per-configuration records)."),
-    protocol: str = typer.Option("default", "--protocol", help="U-Net protocol: default (original U-Net size) or quick."),
+    protocol: str = typer.Option(DEFAULT_UNET_PROTOCOL, "--protocol", help=UNET_PROTOCOL_HELP),
     steps: int = typer.Option(None, "--steps", help="Override the protocol's number of training steps."),
     folds: int = typer.Option(10, "--folds", help="Folds of the segmentation-test set for mean and 95% CI."),
     seed: int = typer.Option(0, "--seed", help="Seed of the real/synthetic image selection."),
-    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+    device: str = typer.Option(DEFAULT_DEVICE, "--device", help=DEVICE_HELP),
     fresh: bool = typer.Option(False, "--fresh", help="Retrain configurations already recorded in --out."),
 ) -> None:
     """U-Net segmentation with synthetic images replacing or added to real ones (paper Tables III/IV)."""
@@ -86,7 +94,7 @@ def downstream(
         raise SynthbenchError(f"--steps must be >= 1, got {steps}")
     from synthbench.io import user_errors_from_os
 
-    _check_device(device)
+    device = resolve_device(device)
     with user_errors_from_os(out):
         df = run_experiment(
             data, resolve_runs(runs), experiment, parse_ratios(ratios), out, seed=seed,
@@ -102,13 +110,3 @@ def downstream(
     console.print(view)
     console.print(f"tables written to {out / experiment} (results.csv, results.json, table.csv, table.md)")
 
-
-def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise SynthbenchError(f"--device: {exc}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SynthbenchError(f"--device {device}: CUDA is not available on this machine")

