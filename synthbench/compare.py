@@ -490,7 +490,7 @@ def _run_locked(cfg: CompareConfig, protocol, unet, started: float, launch: Laun
         seg_folds = _fold_count(plan["downstream"], 1, "augmented segmentation-test split", notes)
 
         graph = ComparisonJobs(cfg, data, unet, seeds, region, quality_folds, seg_folds)
-        jobs = graph.method_jobs(gpus_per_run=launch.nodes * launch.gpus_per_node if launch.kind == "slurm" else 1)
+        jobs = graph.method_jobs(gpus_per_run=launch.nodes * max(1, launch.gpus_per_node) if launch.kind == "slurm" else 1)
         running: list[str] = []
 
         def on_event(event: str, job: Job, outcome: Outcome | None) -> None:
