@@ -195,3 +195,44 @@ def test_toy_jobs_are_picklable_module_functions():
 
     job = _job(Path("/tmp"), "a", write_text, path="x", text="y")
     assert pickle.loads(pickle.dumps(job)).func is write_text
+
+
+def test_readme_slurm_example_submits_these_sbatch_flags(tmp_path, monkeypatch):
+    """The README's [launcher] table, through submitit's Slurm executor (sbatch replaced by a
+    script that keeps the submission file): one DDP training job of 2 tasks on 2 GPUs, one task
+    and one GPU for the other jobs, the signal that triggers the checkpoint and requeue."""
+    import re
+
+    import tomllib
+
+    from synthbench.jobs.slurm import SlurmLauncher
+    from synthbench.suites import suite_launcher
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Running on a cluster", 1)[1]
+    doc = tomllib.loads(re.search(r"```toml\n(.*?)```", section, re.S).group(1))
+    options = LaunchOptions(**suite_launcher(doc)).validate()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, body in {"srun": "exit 0", "scancel": "exit 0", "sacct": "exit 0",
+                       "sbatch": f'cp "$1" "{tmp_path}/submitted-$(ls {tmp_path} | grep -c submitted).sh"\n'
+                                 'echo "Submitted batch job 4242"'}.items():
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    launcher = SlurmLauncher(options, tmp_path / "slurm")
+    train = Job(key="t", kind="train", name="train x", folder=tmp_path / "jobs" / "t", func=write_text,
+                kwargs={"path": "x", "text": "x"}, tasks=options.nodes * options.gpus_per_node)
+    evaluate = Job(key="e", kind="evaluate", name="evaluate x", folder=tmp_path / "jobs" / "e", func=write_text,
+                   kwargs={"path": "x", "text": "x"})
+    launcher.start(train)
+    launcher.start(evaluate)
+    launcher.close()  # cancels both (scancel)
+    script = (tmp_path / "submitted-0.sh").read_text()
+    for flag in ("--partition=gpu", "--time=720", "--gpus-per-node=2", "--ntasks-per-node=2", "--nodes=1",
+                 "--cpus-per-task=8", "--mem=64GB", "--account=myproject", "--qos=normal", "--constraint=h100",
+                 "--signal=USR2@90", "--job-name=synthbench-train"):
+        assert f"#SBATCH {flag}\n" in script, flag
+    other = (tmp_path / "submitted-1.sh").read_text()
+    for flag in ("--gpus-per-node=1", "--ntasks-per-node=1", "--job-name=synthbench-evaluate"):
+        assert f"#SBATCH {flag}\n" in other, flag
