@@ -89,3 +89,22 @@ def test_slurm_through_submitit_requeues_a_signalled_training_that_resumes(phant
     slurm_logs = "".join(p.read_text() for p in (out / "slurm").rglob("*_log.*"))  # .out: INFO, .err: ours
     assert "Requeued job" in slurm_logs and "SIGTERM received" in slurm_logs
     assert _numbers(out) == local_numbers  # the resumed run ends where an uninterrupted one does
+
+
+def test_a_training_job_with_two_tasks_is_one_ddp_run(phantom_dir, tmp_path):
+    """gpus_per_node=2: the training job has 2 tasks, which join one DDP run (gloo on CPU) from
+    submitit's job environment; rank 0 records the job."""
+    from dataclasses import replace
+
+    from synthbench.compare import train_job
+    from synthbench.jobs import Job, run_jobs
+    from synthbench.jobs.slurm import SlurmLauncher
+
+    cfg = replace(_config(phantom_dir, tmp_path / "cmp"), protocol_overrides={"max_steps": 2})
+    job = Job(key="ddp", kind="train", name="train ddp", folder=tmp_path / "jobs" / "ddp", func=train_job,
+              kwargs={"cfg": cfg, "spec": cfg.methods[0], "seed": 0, "data_root": str(phantom_dir)}, tasks=2)
+    launcher = SlurmLauncher(LaunchOptions(kind="slurm", cluster="local", gpus_per_node=2), tmp_path / "slurm")
+    outcome = run_jobs([job], launcher, poll_seconds=0.2)["ddp"]
+    assert outcome.status == "finished", (outcome.error, outcome.log and outcome.log.read_text())
+    resolved = json.loads((Path(job.result()["run_dir"]) / "config.json").read_text())["resolved"]
+    assert (resolved["world_size"], resolved["batch_size_per_rank"], resolved["global_batch_size"]) == (2, 2, 4)
