@@ -20,6 +20,11 @@ Steps (paper Sec. "Evaluation"), each reusing finished work so an interrupted co
 
 :func:`evaluation_plan` says which split, how many images and folds each table uses.
 
+Steps 2-5 are jobs (:mod:`synthbench.jobs`) of one DAG (:class:`ComparisonJobs`), recorded in
+``OUT/jobs/`` and run by a launcher: in this process (default), as child processes on the
+visible GPUs, or as Slurm jobs. A failed job is reported and skipped with what needs it; the
+others finish; the same command later runs only what is missing.
+
 One comparison at a time may use ``OUT`` (a lock, :mod:`synthbench.locking`). The report's wall
 times are the recorded cost of each piece of work, not of this invocation (which may have
 reused it): training from each run's manifest, data preparation from the prepared manifest,
