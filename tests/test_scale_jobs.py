@@ -115,6 +115,8 @@ def test_done_needs_the_same_key_and_the_outputs(tmp_path):
 
 
 def test_child_processes_run_in_parallel_and_failures_name_their_log(tmp_path):
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("--parallel 2 on CPU needs 2 cores")
     jobs = _graph(tmp_path, fail_b=True) + [_job(tmp_path, "e", die)]
     launcher = ProcessLauncher(2, tmp_path / "jobs")
     assert launcher.slots == 2
