@@ -20,6 +20,11 @@ Steps (paper Sec. "Evaluation"), each reusing finished work so an interrupted co
 
 :func:`evaluation_plan` says which split, how many images and folds each table uses.
 
+Steps 2-5 are jobs (:mod:`synthbench.jobs`) of one DAG (:class:`ComparisonJobs`), recorded in
+``OUT/jobs/`` and run by a launcher: in this process (default), as child processes on the
+visible GPUs, or as Slurm jobs. A failed job is reported and skipped with what needs it; the
+others finish; the same command later runs only what is missing.
+
 One comparison at a time may use ``OUT`` (a lock, :mod:`synthbench.locking`). The report's wall
 times are the recorded cost of each piece of work, not of this invocation (which may have
 reused it): training from each run's manifest, data preparation from the prepared manifest,
@@ -33,9 +38,8 @@ import json
 import os
 import shutil
 import time
-import traceback
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,8 @@ from synthbench.data.prepared import PreparedDataset
 from synthbench.engine import get_protocol, train
 from synthbench.errors import SynthbenchError
 from synthbench.io import atomic_write_json
+from synthbench.jobs import Job, Outcome, read_record, run_jobs
+from synthbench.jobs.launchers import LaunchOptions, make_launcher
 from synthbench.locking import lock_directory
 from synthbench.plugins import get_registry
 
@@ -124,6 +130,10 @@ class ComparisonOutcome:
     results: Any
     #: Runs (``MethodRun`` with ``error``) of methods that failed; the CLI then exits with 1.
     failures: list[Any] = field(default_factory=list)
+    #: The log of each failed method's job (method label, seed) -> path, where it has one.
+    logs: dict[tuple[str, int], Path] = field(default_factory=dict)
+    #: Downstream jobs that failed (:class:`synthbench.jobs.Outcome`); the CLI then exits with 1.
+    failed_jobs: list[Any] = field(default_factory=list)
 
 
 def _hash(obj: Any) -> str:
@@ -210,22 +220,32 @@ def prepare_data(cfg: CompareConfig, image_size: int) -> PreparedDataset:
     return PreparedDataset(target)
 
 
-def train_method(cfg: CompareConfig, spec: MethodSpec, seed: int, data: PreparedDataset, device: str) -> Path:
-    """Train (or reuse, or resume) one method at one seed; return its run directory."""
-    overrides = {**cfg.protocol_overrides, "device": device}
-    protocol = get_protocol(cfg.protocol, overrides)
+def run_key(cfg: CompareConfig, spec: MethodSpec, seed: int, data_hash: str) -> str:
+    """The request hash of one training run (method, variant, options, protocol fields, seed,
+    data): its run directory's name and its job's key."""
+    protocol = get_protocol(cfg.protocol, cfg.protocol_overrides)
     options = cfg.method_options.get(spec.label) or cfg.method_options.get(spec.name) or {}
-    key = _hash(
+    return _hash(
         {
             "method": spec.name,
             "variant": spec.variant,
             "options": options,
             "protocol": {k: v for k, v in protocol.to_dict().items() if k not in ("device", "workers")},
             "seed": seed,
-            "data": data.content_hash,
+            "data": data_hash,
         }
     )[:10]
-    run_dir = cfg.out_dir / "runs" / f"{spec.slug}-seed{seed}-{key}"
+
+
+def run_directory(cfg: CompareConfig, spec: MethodSpec, seed: int, data_hash: str) -> Path:
+    return cfg.out_dir / "runs" / f"{spec.slug}-seed{seed}-{run_key(cfg, spec, seed, data_hash)}"
+
+
+def train_method(cfg: CompareConfig, spec: MethodSpec, seed: int, data: PreparedDataset, device: str) -> Path:
+    """Train (or reuse, or resume) one method at one seed; return its run directory."""
+    protocol = get_protocol(cfg.protocol, {**cfg.protocol_overrides, "device": device})
+    options = cfg.method_options.get(spec.label) or cfg.method_options.get(spec.name) or {}
+    run_dir = run_directory(cfg, spec, seed, data.content_hash)
     manifest = run_dir / "manifest.json"
     status = json.loads(manifest.read_text()).get("status") if manifest.is_file() else None
     if status == "finished":
@@ -233,7 +253,7 @@ def train_method(cfg: CompareConfig, spec: MethodSpec, seed: int, data: Prepared
         return run_dir
     # a recorded configuration resumes (from step 0 if no checkpoint was written yet)
     resume = (run_dir / "config.json").is_file()
-    if run_dir.exists() and not resume:
+    if run_dir.exists() and not resume and int(os.environ.get("RANK", "0")) == 0:
         shutil.rmtree(run_dir)  # our own keyed run, stopped before it wrote its configuration
     train(
         spec.name,
@@ -251,11 +271,10 @@ def train_method(cfg: CompareConfig, spec: MethodSpec, seed: int, data: Prepared
 
 
 def synthesize_run(run_dir: Path, data: PreparedDataset, split: str, out_dir: Path, device: str, show: bool,
-                   style: str = "none", test_mode: dict[str, str] | None = None, seed: int = 0,
-                   ledger: _WallTimes | None = None) -> Path:
-    """Synthesize ``split`` of the data set with a run's final weights (reused when complete and
-    made with the same data, style, test-time settings and seed); the time it took goes to
-    ``ledger`` when it ran."""
+                   style: str = "none", test_mode: dict[str, str] | None = None, seed: int = 0) -> float | None:
+    """Synthesize ``split`` of the data set with a run's final weights into ``out_dir`` (reused when
+    complete and made with the same data, style, test-time settings and seed); return the seconds
+    it took, or None when the folder was reused."""
     from synthbench.engine import load_synthesizer
     from synthbench.synthesis import style_mode, synthesize
 
@@ -267,17 +286,158 @@ def synthesize_run(run_dir: Path, data: PreparedDataset, split: str, out_dir: Pa
         wanted = {"data_hash": data.content_hash, "style_mode": style_mode(synth, style),
                   "test_mode": dict(synth.test_mode), "seed": seed}
         if all(recorded.get(k) == v for k, v in wanted.items()):
-            return out_dir
+            return None
     t0 = time.perf_counter()
     synthesize(run_dir, data.root, out_dir, split=split, device=device, show_progress=show, overwrite=True,
                synth=synth, style=style, test_mode=test_mode, seed=seed)
-    if ledger is not None:
-        ledger.record(f"synthesize {run_dir.name} {split}", time.perf_counter() - t0)
-    return out_dir
+    return time.perf_counter() - t0
 
 
-def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
-    """Run every step of the comparison; return where the report is."""
+# ---------------------------------------------------------------- the units of a comparison (jobs)
+# Module-level functions with plain arguments: a job runs the same in this process, in a child
+# process (--launcher gpus) and in a Slurm job (--launcher slurm). Each returns JSON.
+
+def train_job(cfg: CompareConfig, spec: MethodSpec, seed: int, data_root: str) -> dict[str, Any]:
+    run_dir = train_method(cfg, spec, seed, PreparedDataset(data_root), _device(cfg.device))
+    return {"run_dir": str(run_dir)}
+
+
+def synthesize_job(cfg: CompareConfig, spec: MethodSpec, seed: int, data_root: str, run_dir: str) -> dict[str, Any]:
+    modes = cfg.test_modes.get(spec.label) or cfg.test_modes.get(spec.name) or {}
+    out_dir = Path(run_dir) / "synthesis" / QUALITY_SPLIT
+    seconds = synthesize_run(Path(run_dir), PreparedDataset(data_root), QUALITY_SPLIT, out_dir, _device(cfg.device),
+                             cfg.show_progress, style=cfg.style, test_mode=modes, seed=seed)
+    return {"out_dir": str(out_dir), "seconds": seconds}
+
+
+def evaluate_job(cfg: CompareConfig, test_dir: str, region: str | None, folds: int) -> dict[str, Any]:
+    """Table II on one synthesis folder; the rows and the warnings (said once in the report's notes)."""
+    from synthbench.metrics.evaluate import evaluate_folders
+
+    test_dir, t0 = Path(test_dir), time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = evaluate_folders(
+            test_dir / "real", test_dir / "complete", mask_dir=test_dir / "mask" if region else None,
+            metrics=list(cfg.metrics) if cfg.metrics else None, device=_device(cfg.device), folds=folds,
+            show_progress=cfg.show_progress, region=region or "lung",
+        )
+    return {**_frame_record(frame), "warnings": list(dict.fromkeys(str(w.message) for w in caught)),
+            "seconds": time.perf_counter() - t0}
+
+
+def downstream_job(cfg: CompareConfig, data_root: str, synthetic: dict[str, str], experiment: str, seed: int,
+                   unet: Any, folds: int, primary: str) -> dict[str, Any]:
+    """One downstream experiment (Table III or IV) at one seed; ``seconds`` is the time spent
+    training U-Net configurations now (0 when every one was recorded before)."""
+    from synthbench.downstream.experiment import run_experiment
+
+    folder = Path(cfg.out_dir) / "downstream"
+    records_before, t0 = _records(folder), time.perf_counter()
+    frame = run_experiment(data_root, synthetic, experiment=experiment, ratios=cfg.ratios, out_dir=folder, seed=seed,
+                           protocol=unet, device=_device(cfg.device), folds=folds, primary=primary)
+    seconds = time.perf_counter() - t0 if _records(folder) != records_before else 0.0
+    return {**_frame_record(frame), "seconds": seconds}
+
+
+def _frame_record(frame: pd.DataFrame) -> dict[str, Any]:
+    """A results frame as exact JSON (Python floats round-trip exactly; NaN as NaN)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, list | tuple | np.ndarray):
+            return [plain(v) for v in value]
+        return value
+
+    return {"columns": list(frame.columns), "rows": [[plain(v) for v in row] for row in frame.itertuples(index=False)]}
+
+
+def _frame(record: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(record["rows"], columns=record["columns"])
+
+
+class ComparisonJobs:
+    """The comparison's DAG: per method and seed ``train -> synthesize -> evaluate``; per seed,
+    once every method of that seed is evaluated (or failed), one ``downstream`` job per experiment
+    over the methods that succeeded. Keys: the run key, then hashes over the keys consumed."""
+
+    def __init__(self, cfg: CompareConfig, data: PreparedDataset, unet, seeds: list[int], region: str | None,
+                 quality_folds: int, seg_folds: int):
+        self.cfg, self.data, self.unet, self.seeds = cfg, data, unet, seeds
+        self.region, self.quality_folds, self.seg_folds = region, quality_folds, seg_folds
+        # jobs run with absolute paths: a child process or a Slurm job may start in another folder
+        self.job_cfg = replace(cfg, out_dir=Path(cfg.out_dir).resolve())
+        self.data_root = str(Path(data.root).resolve())
+        self.folder = cfg.out_dir / "jobs"
+        self.chains: dict[tuple[str, int], tuple[Job, Job, Job]] = {}
+        self.run_dirs: dict[tuple[str, int], Path] = {}
+        self.downstream: dict[tuple[int, str], Job] = {}
+        self.expanded: set[int] = set()
+
+    def _job(self, kind: str, name: str, slug: str, request: Any, func, kwargs, deps=(), outputs=(), tasks=1) -> Job:
+        key = request if isinstance(request, str) else _hash(request)[:10]
+        return Job(key=key, kind=kind, name=name, folder=self.folder / f"{kind}-{slug}-{key}", func=func,
+                   kwargs=kwargs, deps=tuple(deps), outputs=tuple(outputs), tasks=tasks)
+
+    def method_jobs(self, gpus_per_run: int = 1) -> list[Job]:
+        jobs = []
+        for seed in self.seeds:
+            for spec in self.cfg.methods:
+                what, slug = f"{spec.label} (seed {seed})", f"{spec.slug}-seed{seed}"
+                run_dir = run_directory(self.job_cfg, spec, seed, self.data.content_hash)
+                self.run_dirs[(spec.label, seed)] = run_dir
+                train_ = self._job("train", f"train {what}", slug, run_key(self.cfg, spec, seed, self.data.content_hash),
+                                   train_job, {"cfg": self.job_cfg, "spec": spec, "seed": seed, "data_root": self.data_root},
+                                   outputs=[run_dir / "final.pt"], tasks=gpus_per_run)
+                modes = self.cfg.test_modes.get(spec.label) or self.cfg.test_modes.get(spec.name) or {}
+                synth = self._job("synthesize", f"synthesize {what}", slug,
+                                  {"run": train_.key, "split": QUALITY_SPLIT, "style": self.cfg.style, "test_mode": modes,
+                                   "seed": seed, "data": self.data.content_hash},
+                                  synthesize_job, {"cfg": self.job_cfg, "spec": spec, "seed": seed,
+                                                   "data_root": self.data_root, "run_dir": str(run_dir)},
+                                  deps=[train_.key], outputs=[run_dir / "synthesis" / QUALITY_SPLIT / "synthesis.json"])
+                test_dir = run_dir / "synthesis" / QUALITY_SPLIT
+                evaluate = self._job("evaluate", f"evaluate {what}", slug,
+                                     {"synthesis": synth.key, "metrics": self.cfg.metrics, "folds": self.quality_folds,
+                                      "region": self.region},
+                                     evaluate_job, {"cfg": self.job_cfg, "test_dir": str(test_dir), "region": self.region,
+                                                    "folds": self.quality_folds}, deps=[synth.key])
+                self.chains[(spec.label, seed)] = (train_, synth, evaluate)
+                jobs += [train_, synth, evaluate]
+        return jobs
+
+    def expand(self, outcome: Outcome, outcomes: dict[str, Outcome]) -> list[Job]:
+        """The downstream jobs of a seed, once all its method chains have ended."""
+        seed = next((s for (_, s), chain in self.chains.items() if outcome.job in chain), None)
+        if seed is None or seed in self.expanded:
+            return []
+        chains = [(label, chain) for (label, s), chain in self.chains.items() if s == seed]
+        if any(chain[2].key not in outcomes for _, chain in chains):
+            return []
+        self.expanded.add(seed)
+        done = [(label, chain) for label, chain in chains if all(outcomes[j.key].ok for j in chain)]
+        if not done:  # every method failed: nothing to segment with
+            return []
+        synthetic = {label: str(self.run_dirs[(label, seed)] / "synthesis" / QUALITY_SPLIT) for label, _ in done}
+        primary = done[0][0]
+        jobs = []
+        for experiment in self.cfg.experiments:
+            request = {"experiment": experiment, "seed": seed, "synthesis": {label: chain[1].key for label, chain in done},
+                       "ratios": list(self.cfg.ratios), "unet": self.unet.to_dict(), "folds": self.seg_folds,
+                       "primary": primary, "data": self.data.content_hash}
+            job = self._job("downstream", f"downstream {experiment} (seed {seed})", f"{experiment}-seed{seed}", request,
+                            downstream_job, {"cfg": self.job_cfg, "data_root": self.data_root, "synthetic": synthetic,
+                                             "experiment": experiment, "seed": seed, "unet": self.unet,
+                                             "folds": self.seg_folds, "primary": primary},
+                            deps=[chain[1].key for _, chain in done])
+            self.downstream[(seed, experiment)] = job
+            jobs.append(job)
+        return jobs
+
+
+def run_comparison(cfg: CompareConfig, launch: LaunchOptions | None = None) -> ComparisonOutcome:
+    """Run every step of the comparison with ``launch`` (default: in this process); return where
+    the report is."""
     from synthbench.downstream.mix import EXPERIMENTS
     from synthbench.downstream.train import UNetProtocol
 
@@ -292,16 +452,14 @@ def run_comparison(cfg: CompareConfig) -> ComparisonOutcome:
 
     if cfg.style not in STYLES:
         raise SynthbenchError(f"style must be one of {', '.join(STYLES)}, got {cfg.style!r}")
+    launch = (launch or LaunchOptions()).validate()
     unet = UNetProtocol.named(cfg.unet_protocol, **cfg.unet_overrides)
     protocol = get_protocol(cfg.protocol, cfg.protocol_overrides)
-    device = _device(cfg.device)
     with lock_directory(cfg.out_dir, "comparison directory"):
-        return _run_locked(cfg, protocol, device, unet, started)
+        return _run_locked(cfg, protocol, unet, started, launch)
 
 
-def _run_locked(cfg: CompareConfig, protocol, device: str, unet, started: float) -> ComparisonOutcome:
-    from synthbench.downstream.experiment import run_experiment
-    from synthbench.metrics.evaluate import evaluate_folders
+def _run_locked(cfg: CompareConfig, protocol, unet, started: float, launch: LaunchOptions) -> ComparisonOutcome:
     from synthbench.report import ComparisonResults, MethodRun, render_report
     from synthbench.report.results import IMAGE_QUALITY_COLUMNS
     from synthbench.report.settings import comparison_settings
@@ -310,8 +468,8 @@ def _run_locked(cfg: CompareConfig, protocol, device: str, unet, started: float)
     ledger = _WallTimes(cfg.out_dir / "wall_times.json")
 
     seeds = [protocol.seed + i for i in range(cfg.seeds)]
-    jobs = [(spec, seed) for seed in seeds for spec in cfg.methods]
-    total = 1 + 3 * len(jobs) + len(cfg.experiments) * len(seeds) + 1
+    pairs = [(spec, seed) for seed in seeds for spec in cfg.methods]
+    total = 1 + 3 * len(pairs) + len(cfg.experiments) * len(seeds) + 1
     wall: dict[str, float] = {}
     runs: list[MethodRun] = []
     quality: list[pd.DataFrame] = []
@@ -319,11 +477,7 @@ def _run_locked(cfg: CompareConfig, protocol, device: str, unet, started: float)
 
     with progress(transient=False) as bar:
         overall = bar.add_task("comparison", total=total)
-
-        def step(label: str):
-            bar.update(overall, description=label)
-
-        step("preparing data")
+        bar.update(overall, description="preparing data")
         data = prepare_data(cfg, protocol.image_size)
         if "prepare_seconds" in data.manifest:  # recorded by the preparation itself (older sets: unknown)
             wall["data"] = float(data.manifest["prepare_seconds"])
@@ -341,75 +495,80 @@ def _run_locked(cfg: CompareConfig, protocol, device: str, unet, started: float)
         quality_folds = _fold_count(plan["image_quality"], 2, "augmented synthesis-test split", notes)
         seg_folds = _fold_count(plan["downstream"], 1, "augmented segmentation-test split", notes)
 
-        for spec, seed in jobs:
-            times: dict[str, float] = {}
+        graph = ComparisonJobs(cfg, data, unet, seeds, region, quality_folds, seg_folds)
+        jobs = graph.method_jobs(gpus_per_run=launch.nodes * max(1, launch.gpus_per_node) if launch.kind == "slurm" else 1)
+        running: list[str] = []
+
+        def on_event(event: str, job: Job, outcome: Outcome | None) -> None:
+            if event == "start":
+                running.append(job.name)
+            else:
+                if job.name in running:
+                    running.remove(job.name)
+                bar.advance(overall)
+                if outcome.status in ("failed", "blocked"):
+                    log = f" (log: {outcome.log})" if outcome.log else ""
+                    err_console.print(f"[red]{escape(job.name)} {outcome.status.upper()}:[/red] "
+                                      f"{escape(outcome.error or '')}{escape(log)}", soft_wrap=True, highlight=False)
+            bar.update(overall, description=", ".join(running) or "waiting")
+
+        def expand(outcome: Outcome, outcomes: dict[str, Outcome]) -> list[Job]:
+            before = len(graph.expanded)
+            new = graph.expand(outcome, outcomes)
+            if len(graph.expanded) > before:  # a seed's downstream jobs; none when every method failed
+                bar.advance(overall, len(cfg.experiments) - len(new))
+            return new
+
+        outcomes = run_jobs(jobs, make_launcher(launch, graph.folder), expand=expand, on_event=on_event)
+
+        logs: dict[tuple[str, int], Path] = {}
+        for spec, seed in pairs:
+            chain = graph.chains[(spec.label, seed)]
             provenance = get_registry().provenance("synthesizers", spec.name)
-            run_dir, current, done = None, "train", 0
-            try:  # one failing method is reported and skipped; the others finish (exit 1 at the end)
-                step(f"training {spec.label} (seed {seed})")
-                run_dir = train_method(cfg, spec, seed, data, device)
+            run_dir = run_directory(cfg, spec, seed, data.content_hash)
+            times: dict[str, float] = {}
+            train_, synth, evaluate = (outcomes[j.key] for j in chain)
+            if train_.ok:
                 times["train"] = float(json.loads((run_dir / "manifest.json").read_text())["wall_time_s"])
-                bar.advance(overall)
-                done += 1
-
-                current = "synthesize"
-                step(f"synthesizing {spec.label} (seed {seed})")
-                modes = cfg.test_modes.get(spec.label) or cfg.test_modes.get(spec.name) or {}
-                test_dir = synthesize_run(run_dir, data, QUALITY_SPLIT, run_dir / "synthesis" / QUALITY_SPLIT, device,
-                                          cfg.show_progress, style=cfg.style, test_mode=modes, seed=seed, ledger=ledger)
-                times["synthesize"] = ledger.seconds(f"synthesize {run_dir.name} {QUALITY_SPLIT}")
-                bar.advance(overall)
-                done += 1
-
-                current = "evaluate"
-                step(f"evaluating {spec.label} (seed {seed})")
-                t0 = time.perf_counter()
-                with warnings.catch_warnings(record=True) as caught:  # said once, in the report's notes
-                    warnings.simplefilter("always")
-                    frame = evaluate_folders(
-                        test_dir / "real", test_dir / "complete", mask_dir=test_dir / "mask" if region else None,
-                        metrics=list(cfg.metrics) if cfg.metrics else None, device=device, folds=quality_folds,
-                        show_progress=cfg.show_progress, region=region or "lung",
-                    )
-            except Exception as exc:  # noqa: BLE001 - a plugin may raise anything; KeyboardInterrupt still stops
-                reason = _one_line(exc)
-                err_console.print(f"[red]{escape(spec.label)} (seed {seed}) FAILED at {current}:[/red] {escape(reason)}",
-                                  soft_wrap=True, highlight=False)
-                _debug_trace()
-                runs.append(MethodRun(spec.label, seed, run_dir=run_dir, wall_times=times, error=reason,
-                                      failed_step=current, plugin=provenance))
-                bar.advance(overall, 3 - done)
+            if synth.ok:
+                key = f"synthesize {run_dir.name} {QUALITY_SPLIT}"
+                seconds = synth.job.result()["seconds"]
+                if synth.status == "finished" and seconds is not None:
+                    ledger.record(key, seconds)
+                times["synthesize"] = ledger.seconds(key)
+            failed = next((o for o in (train_, synth, evaluate) if o.status == "failed"), None)
+            if failed is not None:
+                _debug_log(failed)
+                if failed.log:
+                    logs[(spec.label, seed)] = failed.log
+                runs.append(MethodRun(spec.label, seed, run_dir=run_dir, wall_times=times, error=failed.error,
+                                      failed_step=failed.job.kind, plugin=provenance))
                 continue
-            notes.extend(m for m in dict.fromkeys(str(w.message) for w in caught) if m not in notes)
-            quality.append(frame.assign(method=spec.label, seed=seed))
-            times["evaluate"] = time.perf_counter() - t0
-            bar.advance(overall)
+            result = evaluate.job.result()
+            notes.extend(m for m in result["warnings"] if m not in notes)
+            quality.append(_frame(result).assign(method=spec.label, seed=seed))
+            times["evaluate"] = float(result["seconds"])
+            test_dir = run_dir / "synthesis" / QUALITY_SPLIT
             runs.append(MethodRun(spec.label, seed, run_dir=run_dir, synthesis_dir=test_dir,
                                   downstream_dir=test_dir, wall_times=times, plugin=provenance))
 
-        failed = {r.method for r in runs if r.error is not None}
+        failed_jobs = [o for o in outcomes.values() if o.status == "failed"]
         for seed in seeds:
-            synthetic = {r.method: r.downstream_dir for r in runs if r.seed == seed and r.method not in failed}
-            primary = next((m.label for m in cfg.methods if m.label in synthetic), None)
             for experiment in cfg.experiments:
-                if primary is None:  # every method failed: nothing to segment with
-                    bar.advance(overall)
+                job = graph.downstream.get((seed, experiment))
+                if job is None:
                     continue
-                step(f"downstream {experiment} (seed {seed})")
-                key = f"downstream {experiment} seed {seed}"
-                records_before, t0 = _records(cfg.out_dir / "downstream"), time.perf_counter()
-                frame = run_experiment(
-                    data.root, synthetic, experiment=experiment, ratios=cfg.ratios,
-                    out_dir=cfg.out_dir / "downstream", seed=seed, protocol=unet, device=device,
-                    folds=seg_folds, primary=primary,
-                )
-                if _records(cfg.out_dir / "downstream") != records_before:  # some configurations trained now
-                    ledger.record(key, time.perf_counter() - t0, add=True)
-                downstream.append(frame.assign(seed=seed))
+                outcome, key = outcomes[job.key], f"downstream {experiment} seed {seed}"
+                if not outcome.ok:
+                    notes.append(f"Downstream {experiment} (seed {seed}) {outcome.status}: {outcome.error}")
+                    continue
+                result = job.result()
+                if outcome.status == "finished" and result["seconds"] > 0:  # some configurations trained now
+                    ledger.record(key, float(result["seconds"]), add=True)
+                downstream.append(_frame(result).assign(seed=seed))
                 wall[f"downstream_{experiment}"] = wall.get(f"downstream_{experiment}", 0.0) + ledger.seconds(key)
-                bar.advance(overall)
 
-        step("rendering report")
+        bar.update(overall, description="rendering report")
         # the recorded cost of everything the report shows (this invocation may have reused most of it)
         wall["total"] = sum(v for k, v in wall.items() if k != "total") + sum(sum(r.wall_times.values()) for r in runs)
         wall["this invocation"] = time.perf_counter() - started
@@ -431,7 +590,8 @@ def _run_locked(cfg: CompareConfig, protocol, device: str, unet, started: float)
         render_report(results, report_dir, overwrite=True)  # a re-run refreshes the report atomically
         bar.advance(overall)
     return ComparisonOutcome(report_dir=report_dir, wall_time_s=time.perf_counter() - started, results=results,
-                             failures=[r for r in runs if r.error is not None])
+                             failures=[r for r in runs if r.error is not None], logs=logs,
+                             failed_jobs=[o for o in failed_jobs if o.job.kind == "downstream"])
 
 
 class _WallTimes:
@@ -457,15 +617,11 @@ def _records(downstream_dir: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")} if folder.is_dir() else {}
 
 
-def _one_line(exc: BaseException) -> str:
-    """An exception as one line: a SynthbenchError's own message, else ``Type: message``."""
-    text = str(exc) if isinstance(exc, SynthbenchError) else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())
-
-
-def _debug_trace() -> None:
-    if os.environ.get("SYNTHBENCH_DEBUG"):
-        traceback.print_exc()
+def _debug_log(outcome: Outcome) -> None:
+    """With ``SYNTHBENCH_DEBUG`` set: the traceback a failed job recorded."""
+    record = read_record(outcome.job.error_path) if os.environ.get("SYNTHBENCH_DEBUG") else None
+    if record and record.get("traceback"):
+        err_console.print(record["traceback"], markup=False, highlight=False, soft_wrap=True)
 
 
 def _fold_count(table: dict[str, Any], per_fold: int, what: str, notes: list[str]) -> int:

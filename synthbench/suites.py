@@ -18,6 +18,15 @@ fields (``methods`` as a list of ``name`` or ``name:variant``), and optional
 
 A relative ``data_options.config`` (a data config, :mod:`synthbench.data.folder`) is read
 relative to the suite file, so a suite can ship its data description beside it.
+An optional ``[launcher]`` table says where the jobs run (:class:`synthbench.jobs.launchers.LaunchOptions`
+fields; the command-line flags override it)::
+
+    [launcher]
+    kind = "slurm"
+    partition = "gpu"
+    time_min = 720
+    gpus_per_node = 2
+    sbatch = { qos = "normal" }
 """
 
 from __future__ import annotations
@@ -94,3 +103,21 @@ def suite_config(doc: dict[str, Any], out_dir: Path, data: str | None, path: str
             compare[key] = tuple(compare[key])
     methods = parse_methods(compare.pop("methods"))
     return CompareConfig(methods=methods, out_dir=Path(out_dir), **compare)
+
+
+def suite_launcher(doc: dict[str, Any], path: str | Path = "suite") -> dict[str, Any]:
+    """The suite's ``[launcher]`` table (unknown keys refused with the known ones)."""
+    from dataclasses import fields
+
+    from synthbench.jobs.launchers import LaunchOptions
+
+    table = doc.get("launcher", {})
+    if not isinstance(table, dict):
+        raise SynthbenchError("[launcher] must be a table", path)
+    known = {f.name for f in fields(LaunchOptions)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise SynthbenchError(f"unknown [launcher] keys {unknown} (known: {', '.join(sorted(known))})", path)
+    if not isinstance(table.get("sbatch", {}), dict):
+        raise SynthbenchError("[launcher] sbatch must be a table of #SBATCH flags, e.g. { qos = \"high\" }", path)
+    return dict(table)
