@@ -349,11 +349,15 @@ def _frame_record(frame: pd.DataFrame) -> dict[str, Any]:
             return [plain(v) for v in value]
         return value
 
-    return {"columns": list(frame.columns), "rows": [[plain(v) for v in row] for row in frame.itertuples(index=False)]}
+    return {"columns": list(frame.columns), "rows": [[plain(v) for v in row] for row in frame.itertuples(index=False)],
+            "attrs": json.loads(json.dumps(frame.attrs, default=str))}
 
 
 def _frame(record: dict[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame(record["rows"], columns=record["columns"])
+    """The frame of :func:`_frame_record`, with its ``attrs`` (the metrics' conventions and weights)."""
+    frame = pd.DataFrame(record["rows"], columns=record["columns"])
+    frame.attrs.update(record.get("attrs") or {})
+    return frame
 
 
 class ComparisonJobs:
@@ -584,7 +588,7 @@ def _run_locked(cfg: CompareConfig, protocol, unet, started: float, launch: Laun
             spec=data.spec,
             notes=notes,
             evaluation=plan,
-            settings=comparison_settings(protocol, unet, seeds, data, quality, device),
+            settings=comparison_settings(protocol, unet, seeds, data, quality, _device(cfg.device)),
         )
         report_dir = cfg.out_dir / "report"
         render_report(results, report_dir, overwrite=True)  # a re-run refreshes the report atomically
