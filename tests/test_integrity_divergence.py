@@ -30,8 +30,8 @@ def test_huge_learning_rate_stops_instead_of_finishing_with_inf(phantom_dir, tmp
                                               "--protocol", "smoke", "--option", "ngf=8", "--option", "ndf=8",
                                               "--set", "lr=1e6", "--set", "checkpoint_every=1", "--quiet"])
     assert result.exit_code == 2, result.output
-    line = result.stderr.strip()
-    assert "\n" not in line and re.search(r"pix2pix: the run diverged after step [12]\b", line)
+    line = result.stderr.strip().splitlines()[-1]  # after the "training at N px" line: one error line
+    assert line.startswith("error: ") and re.search(r"pix2pix: the run diverged after step [12]\b", line)
     assert "last good checkpoint" in line
     assert not (run / "final.pt").exists()
     assert json.loads((run / "manifest.json").read_text())["status"] == "failed"
