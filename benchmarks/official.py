@@ -303,6 +303,10 @@ def markdown(rows: list[dict], hardware: dict) -> str:
     def params(p):
         return f"{p.get('G', 0) / 1e6:.1f}M / {p.get('D', 0) / 1e6:.2f}M"
 
+    def reps_note(r):  # a row measured with other repetitions than the header states
+        same = (r["warmup"], r["reps"]) == (first.get("warmup"), first.get("reps"))
+        return "" if same else f"; {r['warmup']} warm-up + {r['reps']} rep(s) per side"
+
     for r in rows:
         if r.get("status") != "ok":
             lines.append(f"| {r['method']} | {r.get('size', '')} | | | | | | | {r['status']}: {r.get('reason', '')} |")
@@ -310,7 +314,7 @@ def markdown(rows: list[dict], hardware: dict) -> str:
         lines.append(
             f"| {r['method']} | {r['size']} | {med(r['official_cpu_s'])} | {med(r['synthbench_cpu_s'])} | "
             f"**{r['cpu_ratio']:.2f}x** | {r['wall_ratio']:.2f}x | {params(r['official_parameters'])} | "
-            f"{params(r['synthbench_parameters'])} | ok (official @ {r['commit'][:10]}) |")
+            f"{params(r['synthbench_parameters'])} | ok (official @ {r['commit'][:10]}{reps_note(r)}) |")
     lines += [
         "",
         "Configuration notes (see `benchmarks/official.py`): the official generators write three channels "
