@@ -108,3 +108,12 @@ def test_official_command_lines_run_on_the_cpu_with_our_classes():
         joined = " ".join(argv)
         assert "--gpu_ids -1" in joined and "--label_nc 4" in joined and "--batchSize 4" in joined
         assert "--no_instance" in argv and "128" in argv
+
+
+def test_failure_reason_names_the_exception_or_the_signal_not_a_trailing_warning():
+    official = _load("official")
+    stderr = ("Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: betas must be floats\n"
+              "/lib/module.py:1794: UserWarning: input's size does not match\n  return forward_call(*args)\n")
+    assert official.failure_reason(1, stderr) == "ValueError: betas must be floats"
+    assert official.failure_reason(-15, stderr) == "worker stopped by signal 15"
+    assert official.failure_reason(3, "") == "exit code 3, no output"
