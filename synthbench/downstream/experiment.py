@@ -104,6 +104,10 @@ def _key(data_hash: str, protocol: UNetProtocol, mix: Mix, source: SyntheticSour
         "real": list(mix.real_indices),
         "synthetic": list(mix.synthetic_ids),
         "source": str(source.path.resolve()) if source is not None and mix.n_synthetic else None,
+        # the synthesis itself, not only its folder: images remade in the same folder (a run trained
+        # again into its keyed directory) must not reuse U-Nets trained on the old ones
+        "synthesis": (hashlib.sha256(json.dumps(source.record, sort_keys=True, default=str).encode()).hexdigest()
+                      if source is not None and mix.n_synthetic else None),
         "folds": k_folds,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
