@@ -54,7 +54,7 @@ def _torchrun(data, out, port: int, nnodes: int, nproc: int, node_rank: int = 0)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
-def _finish(*launchers: subprocess.Popen) -> None:
+def _finish(*launchers: subprocess.Popen) -> list[str]:
     outputs = []
     for proc in launchers:
         try:
@@ -66,6 +66,7 @@ def _finish(*launchers: subprocess.Popen) -> None:
         outputs.append(out)
     for proc, out in zip(launchers, outputs, strict=True):
         assert proc.returncode == 0, out[-3000:]
+    return outputs
 
 
 def _generated(run, checkpoint: str | None = None) -> torch.Tensor:
@@ -99,8 +100,9 @@ def _check_distributed_run(run, single) -> None:
 
 def test_torchrun_two_processes_one_node(phantom_dir, tmp_path, single):
     run = tmp_path / "run"
-    _finish(_torchrun(phantom_dir, run, _free_port(), nnodes=1, nproc=2))
+    (output,) = _finish(_torchrun(phantom_dir, run, _free_port(), nnodes=1, nproc=2))
     _check_distributed_run(run, single)
+    assert output.count("run directory:") == 1  # the summary is rank 0's (was printed by every rank)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 

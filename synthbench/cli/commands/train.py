@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,8 @@ def train_command(
         err_console.print(f"interrupted at once (no new checkpoint); resume from the last one with: {resume_hint}",
                           markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the run's summary is rank 0's alone
+        return
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items())
     console.print(
         f"{result.status}: {steps_text(result.steps, result.run_dir)} in {result.wall_time_s:.1f} s "
