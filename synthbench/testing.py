@@ -432,7 +432,10 @@ def stage_epochs(stages: Sequence[Stage], steps: int = STEPS_PER_STAGE) -> int:
 
 
 def planned_stage_steps(stages: Sequence[Stage], epochs: int) -> list[int]:
-    return [max(1, int(round(s.fraction * epochs))) for s in stages]
+    """Steps per stage of a run of ``epochs`` one-batch epochs (:func:`synthbench.engine.plan_stages`)."""
+    from synthbench.engine.loop import plan_stages
+
+    return [p.steps for p in plan_stages(stages, epochs, 1, None)]
 
 
 def _train(cls, case: Case, workdir: Path, tag: str):

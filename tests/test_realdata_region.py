@@ -155,7 +155,7 @@ def test_compare_report_names_the_region_and_shows_manifest_warnings(tmp_path):
     cfg["patients"] = {"mode": "blocks", "count": 2}
     (root / "synthbench-data.json").write_text(json.dumps(cfg))
     prepare(resolve_source(str(root), 32, 0), tmp_path / "p",
-            PrepareOptions(size=32, train_factor=0, test_factor=0, slice_split=True))
+            PrepareOptions(size=32, train_factor=0, test_factor=1, slice_split=True))
     outcome = run_comparison(CompareConfig(
         methods=[MethodSpec("pix2pix")], out_dir=tmp_path / "cmp", data=str(tmp_path / "p"), protocol="smoke",
         protocol_overrides={"max_steps": 1}, experiments=(), metrics=("psnr",), device="cpu", show_progress=False,
