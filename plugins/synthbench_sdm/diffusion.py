@@ -144,7 +144,7 @@ def sample(
             out_c, out_u = out.chunk(2)
             eps = out_u[:, :1] + guidance_scale * (out_c[:, :1] - out_u[:, :1])
             out = torch.cat([eps, out_c[:, 1:]], dim=1)
-        step_kwargs: dict[str, Any] = {"eta": 0.0, "use_clipped_model_output": True} if sampler == "ddim" else {}
+        step_kwargs: dict[str, Any] = {"eta": 0.0} if sampler == "ddim" else {}
         model_output = out[:, :1] if sampler == "ddim" else out
         x = scheduler.step(model_output, t, x, **step_kwargs).prev_sample
     return x.clamp(-1.0, 1.0)
