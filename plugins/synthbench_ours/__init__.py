@@ -5,6 +5,7 @@ Modules: :mod:`.networks` (G1, G2, PatchGAN D), :mod:`.desum` (eq. 1), :mod:`.df
 """
 
 from synthbench import hookimpl
+from synthbench.lazy import lazy_attributes
 
 SYNTHBENCH_API = 1
 
@@ -20,10 +21,4 @@ def register_synthesizers(register):
     register(f"{_MODEL}:Ours", name="ours")
 
 
-def __getattr__(attr: str):
-    """``from synthbench_ours import Ours`` keeps working: names come from :mod:`synthbench_ours.model` on first access."""
-    import importlib
-
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    return getattr(importlib.import_module(_MODEL), attr)
+__getattr__ = lazy_attributes(_MODEL)  # ``from synthbench_ours import ...`` imports the model on first access

@@ -22,6 +22,7 @@ The synthesizer lives in :mod:`synthbench_pix2pix.model`; this module only regis
 """
 
 from synthbench import hookimpl
+from synthbench.lazy import lazy_attributes
 
 SYNTHBENCH_API = 1
 
@@ -37,10 +38,4 @@ def register_synthesizers(register):
     register(f"{_MODEL}:Pix2Pix", name="pix2pix")
 
 
-def __getattr__(attr: str):
-    """``from synthbench_pix2pix import Pix2Pix`` keeps working: names come from :mod:`synthbench_pix2pix.model` on first access."""
-    import importlib
-
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    return getattr(importlib.import_module(_MODEL), attr)
+__getattr__ = lazy_attributes(_MODEL)  # ``from synthbench_pix2pix import ...`` imports the model on first access

@@ -30,6 +30,7 @@ The synthesizer lives in :mod:`synthbench_pix2pixhd.model`; this module only reg
 """
 
 from synthbench import hookimpl
+from synthbench.lazy import lazy_attributes
 
 SYNTHBENCH_API = 1
 
@@ -45,10 +46,4 @@ def register_synthesizers(register):
     register(f"{_MODEL}:Pix2PixHD", name="pix2pixhd")
 
 
-def __getattr__(attr: str):
-    """``from synthbench_pix2pixhd import Pix2PixHD`` keeps working: names come from :mod:`synthbench_pix2pixhd.model` on first access."""
-    import importlib
-
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    return getattr(importlib.import_module(_MODEL), attr)
+__getattr__ = lazy_attributes(_MODEL)  # ``from synthbench_pix2pixhd import ...`` imports the model on first access

@@ -4,6 +4,7 @@ for training, sampling and departures, :mod:`synthbench_sdm.unet` for the denois
 :mod:`synthbench_sdm.diffusion` for the schedule, hybrid loss and samplers (diffusers)."""
 
 from synthbench import hookimpl
+from synthbench.lazy import lazy_attributes
 
 SYNTHBENCH_API = 1
 
@@ -19,10 +20,4 @@ def register_synthesizers(register):
     register(f"{_MODEL}:SDMSynthesizer", name="sdm")
 
 
-def __getattr__(attr: str):
-    """``from synthbench_sdm import SDMSynthesizer`` keeps working (imported on first access)."""
-    import importlib
-
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    return getattr(importlib.import_module(_MODEL), attr)
+__getattr__ = lazy_attributes(_MODEL)  # ``from synthbench_sdm import ...`` imports the model on first access

@@ -3,6 +3,7 @@ entry point ``sean``. See :mod:`synthbench_sean.synthesizer` for training, style
 departures, :mod:`synthbench_sean.networks` for the style encoder, SEAN norm and generator."""
 
 from synthbench import hookimpl
+from synthbench.lazy import lazy_attributes
 
 SYNTHBENCH_API = 1
 
@@ -18,10 +19,4 @@ def register_synthesizers(register):
     register(f"{_MODEL}:SEANSynthesizer", name="sean")
 
 
-def __getattr__(attr: str):
-    """``from synthbench_sean import SEANSynthesizer`` keeps working: names come from :mod:`synthbench_sean.synthesizer` on first access."""
-    import importlib
-
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    return getattr(importlib.import_module(_MODEL), attr)
+__getattr__ = lazy_attributes(_MODEL)  # ``from synthbench_sean import ...`` imports the model on first access

@@ -3,6 +3,7 @@ entry point ``spade``. See :mod:`synthbench_spade.synthesizer` for training and 
 :mod:`synthbench_spade.networks` for the generator, SPADE norm and VAE encoder."""
 
 from synthbench import hookimpl
+from synthbench.lazy import lazy_attributes
 
 SYNTHBENCH_API = 1
 
@@ -18,10 +19,4 @@ def register_synthesizers(register):
     register(f"{_MODEL}:SPADESynthesizer", name="spade")
 
 
-def __getattr__(attr: str):
-    """``from synthbench_spade import SPADESynthesizer`` keeps working: names come from :mod:`synthbench_spade.synthesizer` on first access."""
-    import importlib
-
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    return getattr(importlib.import_module(_MODEL), attr)
+__getattr__ = lazy_attributes(_MODEL)  # ``from synthbench_spade import ...`` imports the model on first access
