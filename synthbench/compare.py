@@ -295,7 +295,7 @@ def synthesize_run(run_dir: Path, data: PreparedDataset, split: str, out_dir: Pa
 
 # ---------------------------------------------------------------- the units of a comparison (jobs)
 # Module-level functions with plain arguments: a job runs the same in this process, in a child
-# process (--launcher gpus) and in a Slurm job (--launcher slurm). Each returns JSON.
+# worker process (--launcher processes) and in a Slurm job (--launcher slurm). Each returns JSON.
 
 def train_job(cfg: CompareConfig, spec: MethodSpec, seed: int, data_root: str) -> dict[str, Any]:
     run_dir = train_method(cfg, spec, seed, PreparedDataset(data_root), _device(cfg.device))
@@ -326,10 +326,35 @@ def evaluate_job(cfg: CompareConfig, test_dir: str, region: str | None, folds: i
             "seconds": time.perf_counter() - t0}
 
 
+def unet_job(cfg: CompareConfig, data_root: str, experiment: str, seed: int, unet: Any, folds: int,
+             methods: list[str], method: str | None, synthesis: str | None, key: str) -> dict[str, Any]:
+    """One U-Net training of a downstream experiment (a table row), planned by the comparison as
+    configuration ``key``; ``seconds`` is 0 when its record existed already."""
+    from synthbench.downstream.experiment import (
+        checked_data,
+        plan_configurations,
+        train_configuration,
+    )
+
+    data = checked_data(data_root, folds)
+    synthetic = {method: synthesis} if method and synthesis else {}
+    plan = plan_configurations(data, experiment, synthetic, cfg.ratios, seed, unet, folds, methods=methods)
+    config = next((c for c in plan if c.key == key), None)
+    if config is None:
+        raise SynthbenchError(f"U-Net configuration {key} of {experiment} (seed {seed}) is no longer planned: its "
+                              "training images changed since the comparison started (run the comparison again)")
+    folder = Path(cfg.out_dir) / "downstream"
+    existed, t0 = (folder / "configs" / f"{key}.json").is_file(), time.perf_counter()
+    train_configuration(data, config, unet, folder, seed, folds, _device(cfg.device),
+                        description=f"{experiment} {config.ratio:.0%} {config.method} (seed {seed})")
+    return {"key": key, "seconds": 0.0 if existed else time.perf_counter() - t0}
+
+
 def downstream_job(cfg: CompareConfig, data_root: str, synthetic: dict[str, str], experiment: str, seed: int,
                    unet: Any, folds: int, primary: str) -> dict[str, Any]:
-    """One downstream experiment (Table III or IV) at one seed; ``seconds`` is the time spent
-    training U-Net configurations now (0 when every one was recorded before)."""
+    """One downstream experiment (Table III or IV) at one seed, from the configurations its
+    ``unet`` jobs recorded (any still missing is trained here); ``seconds`` is the time spent
+    training U-Net configurations here (0 when every one was recorded before)."""
     from synthbench.downstream.experiment import run_experiment
 
     folder = Path(cfg.out_dir) / "downstream"
@@ -361,9 +386,11 @@ def _frame(record: dict[str, Any]) -> pd.DataFrame:
 
 
 class ComparisonJobs:
-    """The comparison's DAG: per method and seed ``train -> synthesize -> evaluate``; per seed,
-    once every method of that seed is evaluated (or failed), one ``downstream`` job per experiment
-    over the methods that succeeded. Keys: the run key, then hashes over the keys consumed."""
+    """The comparison's DAG: per method and seed ``train -> synthesize -> evaluate``; per seed and
+    experiment one ``unet`` job per U-Net training of its table (planned when its synthesis exists;
+    the real-only ones at once); per seed, once every method of that seed is evaluated (or failed),
+    one ``downstream`` job per experiment that assembles its table over the methods that succeeded.
+    Keys: the run key, the U-Net configuration key, else a hash over the keys consumed."""
 
     def __init__(self, cfg: CompareConfig, data: PreparedDataset, unet, seeds: list[int], region: str | None,
                  quality_folds: int, seg_folds: int):
@@ -373,9 +400,15 @@ class ComparisonJobs:
         self.job_cfg = replace(cfg, out_dir=Path(cfg.out_dir).resolve())
         self.data_root = str(Path(data.root).resolve())
         self.folder = cfg.out_dir / "jobs"
+        self.labels = [spec.label for spec in cfg.methods]
         self.chains: dict[tuple[str, int], tuple[Job, Job, Job]] = {}
         self.run_dirs: dict[tuple[str, int], Path] = {}
         self.downstream: dict[tuple[int, str], Job] = {}
+        #: U-Net trainings: configuration key -> job; per (seed, experiment) its (method, key) rows
+        #: (method None: real images only), and which (seed, experiment) a shared key is counted under.
+        self.unets: dict[str, Job] = {}
+        self.unet_rows: dict[tuple[int, str], list[tuple[str | None, str]]] = {}
+        self.unet_owner: dict[str, tuple[int, str]] = {}
         self.expanded: set[int] = set()
 
     def _job(self, kind: str, name: str, slug: str, request: Any, func, kwargs, deps=(), outputs=(), tasks=1) -> Job:
@@ -384,7 +417,9 @@ class ComparisonJobs:
                    kwargs=kwargs, deps=tuple(deps), outputs=tuple(outputs), tasks=tasks)
 
     def method_jobs(self, gpus_per_run: int = 1) -> list[Job]:
-        jobs = []
+        """Every training first (the longest jobs start while the others wait for their inputs), then
+        each chain's synthesis and evaluation, then the U-Net trainings on real images only."""
+        trains, rest = [], []
         for seed in self.seeds:
             for spec in self.cfg.methods:
                 what, slug = f"{spec.label} (seed {seed})", f"{spec.slug}-seed{seed}"
@@ -407,36 +442,82 @@ class ComparisonJobs:
                                      evaluate_job, {"cfg": self.job_cfg, "test_dir": str(test_dir), "region": self.region,
                                                     "folds": self.quality_folds}, deps=[synth.key])
                 self.chains[(spec.label, seed)] = (train_, synth, evaluate)
-                jobs += [train_, synth, evaluate]
+                trains.append(train_)
+                rest += [synth, evaluate]
+        unets = [job for seed in self.seeds for job in self.unet_jobs(seed)]
+        return trains + rest + unets
+
+    def unet_jobs(self, seed: int, label: str | None = None, synth: Job | None = None) -> list[Job]:
+        """The new U-Net trainings of ``seed`` that use ``label``'s synthesis (None: those on real
+        images only). A planning error is left to the experiment's own job, which reports it."""
+        synthetic = {label: str(self.run_dirs[(label, seed)] / "synthesis" / QUALITY_SPLIT)} if label else {}
+        jobs = []
+        for experiment in self.cfg.experiments:
+            try:
+                from synthbench.downstream.experiment import plan_configurations
+
+                plan = plan_configurations(self.data, experiment, synthetic, self.cfg.ratios, seed, self.unet,
+                                           self.seg_folds, methods=self.labels)
+            except SynthbenchError:
+                return jobs
+            for config in plan:
+                if (config.source is None) != (label is None):
+                    continue
+                self.unet_rows.setdefault((seed, experiment), []).append((label, config.key))
+                if config.key in self.unets:  # the same training in both experiments (0%: real images only)
+                    continue
+                who = config.method if label else "real only"
+                job = self._job("unet", f"U-Net {experiment} {config.ratio:.0%} {who} (seed {seed})",
+                                f"{experiment}-{config.ratio:g}-{_slug(who)}-seed{seed}", config.key, unet_job,
+                                {"cfg": self.job_cfg, "data_root": self.data_root, "experiment": experiment,
+                                 "seed": seed, "unet": self.unet, "folds": self.seg_folds, "methods": self.labels,
+                                 "method": label, "synthesis": synthetic.get(label) if label else None,
+                                 "key": config.key},
+                                deps=[synth.key] if synth is not None else [],
+                                outputs=[Path(self.job_cfg.out_dir) / "downstream" / "configs" / f"{config.key}.json"])
+                self.unets[config.key] = job
+                self.unet_owner[config.key] = (seed, experiment)
+                jobs.append(job)
         return jobs
 
     def expand(self, outcome: Outcome, outcomes: dict[str, Outcome]) -> list[Job]:
-        """The downstream jobs of a seed, once all its method chains have ended."""
-        seed = next((s for (_, s), chain in self.chains.items() if outcome.job in chain), None)
-        if seed is None or seed in self.expanded:
+        """A method's U-Net trainings once its synthesis exists; a seed's downstream jobs once all
+        its method chains have ended."""
+        where = next(((label, s) for (label, s), chain in self.chains.items() if outcome.job in chain), None)
+        if where is None:
             return []
+        label, seed = where
+        jobs = []
+        if outcome.job.kind == "synthesize" and outcome.ok:
+            jobs += self.unet_jobs(seed, label, outcome.job)
+        if seed in self.expanded:
+            return jobs
         chains = [(label, chain) for (label, s), chain in self.chains.items() if s == seed]
         if any(chain[2].key not in outcomes for _, chain in chains):
-            return []
+            return jobs
         self.expanded.add(seed)
         done = [(label, chain) for label, chain in chains if all(outcomes[j.key].ok for j in chain)]
         if not done:  # every method failed: nothing to segment with
-            return []
+            return jobs
         synthetic = {label: str(self.run_dirs[(label, seed)] / "synthesis" / QUALITY_SPLIT) for label, _ in done}
         primary = done[0][0]
-        jobs = []
         for experiment in self.cfg.experiments:
             request = {"experiment": experiment, "seed": seed, "synthesis": {label: chain[1].key for label, chain in done},
                        "ratios": list(self.cfg.ratios), "unet": self.unet.to_dict(), "folds": self.seg_folds,
                        "primary": primary, "data": self.data.content_hash}
+            unets = [key for method, key in self.unet_rows.get((seed, experiment), []) if method is None or method in synthetic]
             job = self._job("downstream", f"downstream {experiment} (seed {seed})", f"{experiment}-seed{seed}", request,
                             downstream_job, {"cfg": self.job_cfg, "data_root": self.data_root, "synthetic": synthetic,
                                              "experiment": experiment, "seed": seed, "unet": self.unet,
                                              "folds": self.seg_folds, "primary": primary},
-                            deps=[chain[1].key for _, chain in done])
+                            deps=[chain[1].key for _, chain in done] + list(dict.fromkeys(unets)))
             self.downstream[(seed, experiment)] = job
             jobs.append(job)
         return jobs
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)
 
 
 def run_comparison(cfg: CompareConfig, launch: LaunchOptions | None = None) -> ComparisonOutcome:
@@ -516,11 +597,19 @@ def _run_locked(cfg: CompareConfig, protocol, unet, started: float, launch: Laun
                                       f"{escape(outcome.error or '')}{escape(log)}", soft_wrap=True, highlight=False)
             bar.update(overall, description=", ".join(running) or "waiting")
 
+        total += sum(job.kind == "unet" for job in jobs)
+        bar.update(overall, total=total)
+
         def expand(outcome: Outcome, outcomes: dict[str, Outcome]) -> list[Job]:
+            nonlocal total
             before = len(graph.expanded)
             new = graph.expand(outcome, outcomes)
+            unets = sum(job.kind == "unet" for job in new)
+            if unets:
+                total += unets
+                bar.update(overall, total=total)
             if len(graph.expanded) > before:  # a seed's downstream jobs; none when every method failed
-                bar.advance(overall, len(cfg.experiments) - len(new))
+                bar.advance(overall, len(cfg.experiments) - (len(new) - unets))
             return new
 
         outcomes = run_jobs(jobs, make_launcher(launch, graph.folder), expand=expand, on_event=on_event)
@@ -557,6 +646,10 @@ def _run_locked(cfg: CompareConfig, protocol, unet, started: float, launch: Laun
                                   downstream_dir=test_dir, wall_times=times, plugin=provenance))
 
         failed_jobs = [o for o in outcomes.values() if o.status == "failed"]
+        for config_key, job in graph.unets.items():  # U-Net trainings, counted under the experiment that planned them
+            outcome = outcomes.get(job.key)
+            if outcome is not None and outcome.status == "finished" and job.result()["seconds"] > 0:
+                ledger.record(f"unet {config_key}", float(job.result()["seconds"]))
         for seed in seeds:
             for experiment in cfg.experiments:
                 job = graph.downstream.get((seed, experiment))
@@ -567,10 +660,12 @@ def _run_locked(cfg: CompareConfig, protocol, unet, started: float, launch: Laun
                     notes.append(f"Downstream {experiment} (seed {seed}) {outcome.status}: {outcome.error}")
                     continue
                 result = job.result()
-                if outcome.status == "finished" and result["seconds"] > 0:  # some configurations trained now
+                if outcome.status == "finished" and result["seconds"] > 0:  # configurations trained in the job itself
                     ledger.record(key, float(result["seconds"]), add=True)
                 downstream.append(_frame(result).assign(seed=seed))
-                wall[f"downstream_{experiment}"] = wall.get(f"downstream_{experiment}", 0.0) + ledger.seconds(key)
+                owned = [k for k, owner in graph.unet_owner.items() if owner == (seed, experiment)]
+                seconds = ledger.seconds(key) + sum(ledger.seconds(f"unet {k}") for k in owned)
+                wall[f"downstream_{experiment}"] = wall.get(f"downstream_{experiment}", 0.0) + seconds
 
         bar.update(overall, description="rendering report")
         # the recorded cost of everything the report shows (this invocation may have reused most of it)
@@ -595,7 +690,7 @@ def _run_locked(cfg: CompareConfig, protocol, unet, started: float, launch: Laun
         bar.advance(overall)
     return ComparisonOutcome(report_dir=report_dir, wall_time_s=time.perf_counter() - started, results=results,
                              failures=[r for r in runs if r.error is not None], logs=logs,
-                             failed_jobs=[o for o in failed_jobs if o.job.kind == "downstream"])
+                             failed_jobs=[o for o in failed_jobs if o.job.kind in ("unet", "downstream")])
 
 
 class _WallTimes:

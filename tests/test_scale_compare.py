@@ -1,4 +1,4 @@
-"""A comparison as jobs (issue 18): ``--launcher gpus --parallel 2`` on CPU and ``--launcher slurm``
+"""A comparison as jobs (issue 18): ``--launcher processes --parallel 2`` on CPU and ``--launcher slurm``
 through submitit's local executor give the numbers of ``--launcher local``; a training job
 signalled as Slurm does before a time-out or preemption writes its checkpoint, is requeued and
 resumes; a second invocation reuses every job. Smoke size: one tiny method, two seeds."""
@@ -43,18 +43,24 @@ def _job_records(out: Path) -> dict[str, int]:
     return {p.parent.name: p.stat().st_mtime_ns for p in (out / "jobs").glob("*/result.json")}
 
 
-def test_gpus_launcher_on_cpu_gives_the_local_numbers_and_reuses_on_rerun(phantom_dir, tmp_path, local_numbers):
+def test_processes_launcher_on_cpu_gives_the_local_numbers_and_reuses_on_rerun(phantom_dir, tmp_path, local_numbers):
     if (os.cpu_count() or 1) < 2:
         pytest.skip("--parallel 2 on CPU needs 2 cores")
     out = tmp_path / "cmp"
-    outcome = run_comparison(_config(phantom_dir, out), LaunchOptions(kind="gpus", parallel=2))
+    outcome = run_comparison(_config(phantom_dir, out), LaunchOptions(kind="processes", parallel=2))
     assert not outcome.failures and not outcome.failed_jobs
     assert _numbers(out) == local_numbers
     records = _job_records(out)
-    assert sorted(name.split("-")[0] for name in records) == ["downstream"] * 2 + ["evaluate"] * 2 + ["synthesize"] * 2 + ["train"] * 2
+    # each U-Net training is its own job (issue 21: they run side by side); the 0% one (real images
+    # only, the same for both seeds) once; the downstream jobs only assemble the tables
+    assert sorted(name.split("-")[0] for name in records) == (
+        ["downstream"] * 2 + ["evaluate"] * 2 + ["synthesize"] * 2 + ["train"] * 2 + ["unet"] * 3)
+    assert len(list((out / "downstream" / "configs").glob("*.json"))) == 3
     for name in records:
-        assert (out / "jobs" / name / "log.txt").is_file()  # each job ran as a child process with its own log
-    run_comparison(_config(phantom_dir, out), LaunchOptions(kind="gpus", parallel=2))
+        assert (out / "jobs" / name / "log.txt").is_file()  # each job ran in a worker process with its own log
+        if name.startswith("downstream"):
+            assert json.loads((out / "jobs" / name / "result.json").read_text())["result"]["seconds"] == 0.0
+    run_comparison(_config(phantom_dir, out), LaunchOptions(kind="processes", parallel=2))
     assert _job_records(out) == records  # nothing ran again
 
 

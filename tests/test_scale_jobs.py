@@ -40,6 +40,13 @@ def die() -> dict:
     return {}
 
 
+def say(marker: str) -> dict:
+    """A toy job that writes through Python and through file descriptor 2 (as native code does)."""
+    print(f"python says {marker}")
+    os.write(2, f"native says {marker}\n".encode())
+    return {"pid": os.getpid()}
+
+
 @pytest.fixture(autouse=True)
 def _children_import_this_module(monkeypatch):
     """Child processes unpickle the toy functions by module name (pytest put tests/ on sys.path)."""
@@ -132,6 +139,43 @@ def test_child_processes_run_in_parallel_and_failures_name_their_log(tmp_path):
     assert a_record["pid"] != os.getpid()  # ran in a child process
 
 
+def test_a_worker_runs_job_after_job_each_with_its_own_log(tmp_path):
+    """One worker process imports torch once for many jobs (issue 21: a few seconds per job before)."""
+    jobs = [_job(tmp_path, k, say, marker=k) for k in ("a", "b", "c")]
+    outcomes = run_jobs(jobs, ProcessLauncher(1, tmp_path / "jobs"), poll_seconds=0.05)
+    assert all(o.status == "finished" for o in outcomes.values())
+    pids = {j.result()["pid"] for j in jobs}
+    assert len(pids) == 1 and os.getpid() not in pids
+    for key in "abc":
+        log = (tmp_path / "jobs" / key / "log.txt").read_text()
+        assert f"python says {key}" in log and f"native says {key}" in log
+        assert all(f"says {other}" not in log for other in "abc" if other != key)
+
+
+def test_a_worker_killed_in_a_job_fails_that_job_and_a_new_worker_runs_the_next(tmp_path):
+    jobs = [_job(tmp_path, "dies", die), _job(tmp_path, "after", say, marker="after")]
+    outcomes = run_jobs(jobs, ProcessLauncher(1, tmp_path / "jobs"), poll_seconds=0.05)
+    assert outcomes["dies"].status == "failed" and "killed by a signal" in outcomes["dies"].error
+    assert outcomes["after"].status == "finished"
+    dead = json.loads((tmp_path / "jobs" / "dies" / "job.json").read_text())["pid"]
+    assert jobs[1].result()["pid"] != dead
+
+
+def test_processes_launcher_defaults_and_its_older_name(tmp_path):
+    pytest.importorskip("torch")
+    import torch
+
+    from synthbench.jobs.launchers import DEFAULT_CPU_WORKERS, make_launcher
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: one worker per GPU")
+    cores = os.cpu_count() or 1
+    for kind in ("processes", "gpus"):
+        launcher = make_launcher(LaunchOptions(kind=kind), tmp_path)
+        assert isinstance(launcher, ProcessLauncher)
+        assert launcher.slots == min(cores, DEFAULT_CPU_WORKERS) and launcher.threads == max(1, cores // launcher.slots)
+
+
 def test_parallel_is_bounded_by_the_cores_without_a_gpu(tmp_path):
     pytest.importorskip("torch")
     import torch
@@ -165,7 +209,7 @@ def test_slurm_refuses_a_machine_without_slurm(tmp_path, monkeypatch):
 def test_launch_options_are_checked():
     for bad, message in ((LaunchOptions(kind="k8s"), "--launcher must be one of"),
                          (LaunchOptions(kind="gpus", parallel=0), "--parallel must be >= 1"),
-                         (LaunchOptions(kind="local", parallel=2), "--parallel needs --launcher gpus or slurm")):
+                         (LaunchOptions(kind="local", parallel=2), "--parallel needs --launcher processes or slurm")):
         with pytest.raises(SynthbenchError, match=message):
             bad.validate()
 

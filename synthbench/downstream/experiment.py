@@ -32,6 +32,7 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ from synthbench.downstream.scores import (
     segmentation_counts,
     union_class_name,
 )
-from synthbench.downstream.sources import SyntheticSource, open_synthesis
+from synthbench.downstream.sources import SyntheticSource, open_synthesis, resolve_synthesis_dir
 from synthbench.downstream.train import (
     Rows,
     Take,
@@ -185,6 +186,109 @@ def paired_ids(source: SyntheticSource, data: PreparedDataset) -> list[str]:
     return ids
 
 
+@dataclass(frozen=True)
+class Configuration:
+    """One U-Net training of an experiment: a table row's method, role and ratio, the images it
+    trains on (``mix``), their synthesis folder (None: real images only) and its record ``key``."""
+
+    experiment: str
+    method: str
+    role: str
+    ratio: float
+    mix: Mix
+    source: SyntheticSource | None
+    key: str
+
+
+def checked_data(data_dir: str | Path, folds: int) -> PreparedDataset:
+    """The prepared data set, refused in one line when it lacks what the experiments need."""
+    data = PreparedDataset(data_dir)
+    for split in (TRAIN_SPLIT, TEST_SPLIT):
+        if not data.has_split(split):
+            raise SynthbenchError(
+                f"the downstream experiment needs the '{split}' split, which this data set was prepared without "
+                "(prepared by an older synthbench: run 'synthbench data prepare' again)", data.root)
+        if len(data.split(split)) == 0:
+            raise SynthbenchError(f"the downstream experiment needs a non-empty '{split}' split (augmentation factor 0?)",
+                                  data.root)
+    n_test = len(data.split(TEST_SPLIT))
+    if n_test < folds:
+        raise SynthbenchError(f"'{TEST_SPLIT}' has {n_test} slices, fewer than the {folds} folds requested", data.root)
+    return data
+
+
+def plan_configurations(
+    data: PreparedDataset,
+    experiment: str,
+    synthetic: Mapping[str, str | Path],
+    ratios: Sequence[float],
+    seed: int,
+    protocol: UNetProtocol,
+    folds: int,
+    primary: str | None = None,
+    compare_ratio: float | None = None,
+    methods: Sequence[str] | None = None,
+) -> list[Configuration]:
+    """The configurations of ``experiment`` in table order (see :func:`_plan`).
+
+    ``methods`` (default: the keys of ``synthetic``) are the methods the table compares; a row of a
+    method without a folder in ``synthetic`` is left out unless it uses no synthetic image (the
+    primary's 0%), so a caller can plan each method's trainings as soon as its synthesis exists.
+    """
+    if experiment not in EXPERIMENTS:
+        raise SynthbenchError(f"unknown experiment {experiment!r} (use {' or '.join(EXPERIMENTS)})")
+    ratios = tuple(float(r) for r in ratios)
+    if not ratios:
+        raise SynthbenchError("no ratios given")
+    methods = list(synthetic) if methods is None else list(methods)
+    sources = {m: open_synthesis(p, method=m, data_hash=data.content_hash) for m, p in synthetic.items()}
+    pairs = {m: paired_ids(s, data) for m, s in sources.items()}
+    n_real = len(data.split(TRAIN_SPLIT))
+    real_only = [f"{i:05d}" for i in range(n_real)]
+    configs = []
+    for method, role, ratio in _plan(experiment, methods, ratios, primary, compare_ratio):
+        mix = select_mix(experiment, ratio, n_real, pairs.get(method, real_only), seed=seed)
+        if mix.n_synthetic and method not in sources:
+            continue
+        source = sources.get(method) if mix.n_synthetic else None
+        configs.append(Configuration(experiment, method, role, ratio, mix, source,
+                                     _key(data.content_hash, protocol, mix, source, folds)))
+    return configs
+
+
+def train_configuration(
+    data: PreparedDataset,
+    config: Configuration,
+    protocol: UNetProtocol,
+    out_dir: str | Path,
+    seed: int,
+    folds: int,
+    device: str = "cpu",
+    description: str | None = None,
+    reuse: bool = True,
+) -> dict[str, Any]:
+    """Train and score one configuration and record it in ``OUT/configs/<key>.json`` (atomic);
+    a recorded configuration is reused. Returns the record."""
+    record_path = Path(out_dir) / "configs" / f"{config.key}.json"
+    record = _load_record(record_path) if reuse else None
+    if record is not None:
+        return record
+    spec = data.spec
+    names = [spec.classes[i].name for i in spec.lesion_ids]
+    desc = description or f"{config.experiment} {config.ratio:.0%} {config.method}"
+    result = _train_and_score(data, config.mix, config.source, protocol, names, folds, device, desc)
+    record = {
+        "key": config.key, "experiment": config.experiment, "method": config.method, "ratio": config.ratio,
+        "data_dir": str(data.root), "data_hash": data.content_hash, "seed": seed,
+        "synthesis": str(config.source.path) if config.source is not None else None,
+        "real_indices": list(config.mix.real_indices), "synthetic_ids": list(config.mix.synthetic_ids),
+        "protocol": protocol.to_dict(), "device": device, "folds": folds,
+        "classes": names, **result,
+    }
+    atomic_write_json(record_path, record)
+    return record
+
+
 def run_experiment(
     data_dir: str | Path,
     synthetic: Mapping[str, str | Path],
@@ -206,65 +310,32 @@ def run_experiment(
     the real/synthetic images (method-independent); ``protocol.seed`` the U-Net's weights and
     batch order. ``mean`` and
     ``ci95`` are fractions in [0, 1]; ``folds`` lists the per-fold values. Writes the per-config
-    records and ``OUT/<experiment>/`` tables (see :func:`write_tables`).
+    records (:func:`train_configuration`) and ``OUT/<experiment>/`` tables (see :func:`write_tables`).
     """
-    if experiment not in EXPERIMENTS:
-        raise SynthbenchError(f"unknown experiment {experiment!r} (use {' or '.join(EXPERIMENTS)})")
-    ratios = tuple(float(r) for r in ratios)
-    if not ratios:
-        raise SynthbenchError("no ratios given")
     protocol = protocol or UNetProtocol()
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    data = PreparedDataset(data_dir)
-    for split in (TRAIN_SPLIT, TEST_SPLIT):
-        if not data.has_split(split):
-            raise SynthbenchError(
-                f"the downstream experiment needs the '{split}' split, which this data set was prepared without "
-                "(prepared by an older synthbench: run 'synthbench data prepare' again)", data.root)
-        if len(data.split(split)) == 0:
-            raise SynthbenchError(f"the downstream experiment needs a non-empty '{split}' split (augmentation factor 0?)",
-                                  data.root)
-    n_test = len(data.split(TEST_SPLIT))
-    if n_test < folds:
-        raise SynthbenchError(f"'{TEST_SPLIT}' has {n_test} slices, fewer than the {folds} folds requested", data.root)
-    spec = data.spec
-    names = [spec.classes[i].name for i in spec.lesion_ids]
-    sources = {m: open_synthesis(p, method=m, data_hash=data.content_hash) for m, p in synthetic.items()}
-    pairs = {m: paired_ids(s, data) for m, s in sources.items()}
-    plan = _plan(experiment, list(sources), ratios, primary, compare_ratio)
-    n_real = len(data.split(TRAIN_SPLIT))
+    data = checked_data(data_dir, folds)
+    plan = plan_configurations(data, experiment, synthetic, ratios, seed, protocol, folds, primary, compare_ratio)
+    names = [data.spec.classes[i].name for i in data.spec.lesion_ids]
 
     rows: list[dict[str, Any]] = []
     configs: list[dict[str, Any]] = []
-    for i, (method, role, ratio) in enumerate(plan, start=1):
-        mix = select_mix(experiment, ratio, n_real, pairs.get(method, [f"{i:05d}" for i in range(n_real)]), seed=seed)
-        source = sources.get(method)
-        key = _key(data.content_hash, protocol, mix, source, folds)
-        record_path = out_dir / "configs" / f"{key}.json"
-        record = _load_record(record_path) if reuse else None
-        if record is None:
-            desc = f"[{i}/{len(plan)}] {experiment} {ratio:.0%} {method}"
-            result = _train_and_score(data, mix, source, protocol, names, folds, device, desc)
-            record = {
-                "key": key, "experiment": experiment, "method": method, "ratio": ratio,
-                "data_dir": str(data.root), "data_hash": data.content_hash, "seed": seed,
-                "synthesis": str(source.path) if source is not None and mix.n_synthetic else None,
-                "real_indices": list(mix.real_indices), "synthetic_ids": list(mix.synthetic_ids),
-                "protocol": protocol.to_dict(), "device": device, "folds": folds,
-                "classes": names, **result,
-            }
-            atomic_write_json(record_path, record)
-        configs.append({"method": method, "role": role, "ratio": ratio, "key": key})
-        rows.extend(_rows(experiment, method, role, mix, record["fold_counts"], names,
+    for i, config in enumerate(plan, start=1):
+        record = train_configuration(data, config, protocol, out_dir, seed, folds, device, reuse=reuse,
+                                     description=f"[{i}/{len(plan)}] {experiment} {config.ratio:.0%} {config.method}")
+        configs.append({"method": config.method, "role": config.role, "ratio": config.ratio, "key": config.key})
+        rows.extend(_rows(experiment, config.method, config.role, config.mix, record["fold_counts"], names,
                           record.get("fold_dice_per_image")))
     df = pd.DataFrame(rows, columns=COLUMNS)
     meta = {
         "experiment": experiment, "data_dir": str(data.root), "data_hash": data.content_hash,
-        "train_split": TRAIN_SPLIT, "test_split": TEST_SPLIT, "n_real_train": n_real, "n_test": n_test,
-        "ratios": list(ratios), "seed": seed, "folds": folds, "protocol": protocol.to_dict(), "device": device,
-        "synthetic": {m: str(s.path) for m, s in sources.items()}, "pairing": "synthetic image of the same label map",
-        "configs": configs, "seconds": time.perf_counter() - started,
+        "train_split": TRAIN_SPLIT, "test_split": TEST_SPLIT, "n_real_train": len(data.split(TRAIN_SPLIT)),
+        "n_test": len(data.split(TEST_SPLIT)), "ratios": [float(r) for r in ratios], "seed": seed, "folds": folds,
+        "protocol": protocol.to_dict(), "device": device,
+        "synthetic": {m: str(resolve_synthesis_dir(p)) for m, p in synthetic.items()},
+        "pairing": "synthetic image of the same label map", "configs": configs,
+        "seconds": time.perf_counter() - started,
     }
     write_tables(df, out_dir / experiment, meta)
     return df

@@ -1,5 +1,6 @@
-"""Where jobs run: in this process (``local``), as child processes on this machine (``gpus``), or
-as Slurm jobs through submitit (``slurm``, :mod:`synthbench.jobs.slurm`).
+"""Where jobs run: in this process (``local``), in worker processes on this machine (``processes``;
+``gpus`` is the same launcher under its older name), or as Slurm jobs through submitit (``slurm``,
+:mod:`synthbench.jobs.slurm`).
 
 Every launcher has ``slots`` (jobs at once), ``start(job) -> handle``, ``poll(handle) ->
 Outcome | None`` and ``close()``; :func:`synthbench.jobs.run_jobs` drives them.
@@ -18,14 +19,14 @@ from typing import Any
 from synthbench.errors import SynthbenchError
 from synthbench.jobs import Job, Outcome, execute, one_line, recorded_error
 
-LAUNCHERS = ("local", "gpus", "slurm")
+LAUNCHERS = ("local", "processes", "gpus", "slurm")
 
 
 @dataclass
 class LaunchOptions:
     """How a comparison's jobs are run (suite file ``[launcher]`` table, or the CLI flags).
 
-    ``parallel``: jobs at once (``gpus``: default one per visible GPU; on CPU 1..cores;
+    ``parallel``: jobs at once (``processes``: default one per visible GPU, else min(cores, 4);
     ``slurm``: jobs submitted at once, default unlimited). Slurm fields: ``partition``,
     ``time_min`` (per job), ``gpus_per_node`` and ``nodes`` (a training run uses
     ``nodes * gpus_per_node`` processes as one DDP job), ``cpus_per_task``, ``mem_gb``,
@@ -52,7 +53,7 @@ class LaunchOptions:
         if self.parallel is not None and self.parallel < 1:
             raise SynthbenchError(f"--parallel must be >= 1, got {self.parallel}")
         if self.kind == "local" and self.parallel not in (None, 1):
-            raise SynthbenchError("--parallel needs --launcher gpus or slurm (local runs one job at a time)")
+            raise SynthbenchError("--parallel needs --launcher processes or slurm (local runs one job at a time)")
         for name in ("time_min", "gpus_per_node", "nodes"):
             if int(getattr(self, name)) < (0 if name == "gpus_per_node" else 1):
                 raise SynthbenchError(f"launcher {name} must be positive, got {getattr(self, name)}")
@@ -63,7 +64,7 @@ def make_launcher(options: LaunchOptions, jobs_dir: Path, show_progress: bool = 
     options.validate()
     if options.kind == "local":
         return LocalLauncher()
-    if options.kind == "gpus":
+    if options.kind in ("processes", "gpus"):
         return ProcessLauncher(options.parallel, jobs_dir)
     from synthbench.jobs.slurm import SlurmLauncher
 
@@ -101,10 +102,20 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
+#: Worker processes started by default without a GPU (``cores`` when fewer): a comparison's graph
+#: rarely has more independent jobs at once, and every worker holds its own copy of the models.
+DEFAULT_CPU_WORKERS = 4
+
+
 class ProcessLauncher:
-    """Up to ``parallel`` jobs at once as child processes (``python -m synthbench.jobs.worker``),
-    each pinned to one visible GPU through ``CUDA_VISIBLE_DEVICES``; on CPU each gets
-    ``cores / parallel`` threads (unless ``OMP_NUM_THREADS`` is set)."""
+    """Up to ``parallel`` jobs at once in worker processes on this machine.
+
+    Each worker (``python -m synthbench.jobs.worker --serve``) imports torch and the plugins once
+    and then runs job after job, each job's output going to its ``log.txt``. With GPUs each worker
+    owns one visible GPU (``CUDA_VISIBLE_DEVICES``; default: one worker per GPU); without, each gets
+    ``cores / parallel`` threads (``OMP_NUM_THREADS``, unless set; default ``min(cores, 4)``
+    workers). A worker that dies (a crash, ``kill -9``) fails the job it ran and is replaced.
+    """
 
     def __init__(self, parallel: int | None, jobs_dir: Path):
         self.gpus = visible_gpus()
@@ -115,58 +126,131 @@ class ProcessLauncher:
                 raise SynthbenchError(f"--parallel {parallel}: only {len(self.gpus)} GPU(s) visible "
                                       f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
         else:
-            parallel = parallel or 1
+            parallel = parallel or min(cores, DEFAULT_CPU_WORKERS)
             if parallel > cores:
                 raise SynthbenchError(f"--parallel {parallel}: no GPU visible and this machine has {cores} CPU core(s)")
         self.slots = parallel
         self.threads = max(1, cores // parallel)
-        self.free = list(self.gpus[:parallel])
         self.jobs_dir = jobs_dir
-        self.children: dict[str, tuple[subprocess.Popen, str | None, Any]] = {}
+        self.workers: list[_Worker | None] = [None] * parallel
+        self.running: dict[str, int] = {}  # job key -> worker slot
+
+    def _env(self, slot: int) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot]
+        else:
+            env.setdefault("OMP_NUM_THREADS", str(self.threads))
+        return env
 
     def start(self, job: Job) -> Job:
+        slot = next(i for i in range(self.slots) if i not in self.running.values())
+        worker = self.workers[slot]
+        if worker is None or not worker.idle():
+            if worker is not None:
+                worker.stop()
+            worker = self.workers[slot] = _Worker(self._env(slot), self.jobs_dir / "workers" / f"worker-{slot}.log")
         job.folder.mkdir(parents=True, exist_ok=True)
         spec = job.folder / "job.pkl"
         spec.write_bytes(pickle.dumps(job))
-        env = dict(os.environ)
-        gpu = self.free.pop(0) if self.gpus else None
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
-        else:
-            env.setdefault("OMP_NUM_THREADS", str(self.threads))
-        log = job.log_path.open("w")
-        process = subprocess.Popen([sys.executable, "-m", "synthbench.jobs.worker", str(spec)], env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.children[job.key] = (process, gpu, log)
+        worker.send(spec)
+        self.running[job.key] = slot
         return job
 
     def poll(self, job: Job) -> Outcome | None:
-        process, gpu, log = self.children[job.key]
-        code = process.poll()
+        worker = self.workers[self.running[job.key]]
+        code = worker.result()
         if code is None:
             return None
-        self._release(job.key)
+        del self.running[job.key]
         if code == 0 and job.done():
             return Outcome(job, "finished", log=job.log_path)
         fallback = f"exited with status {code}" + (" (killed by a signal)" if code < 0 else "")
         return Outcome(job, "failed", error=recorded_error(job, fallback), log=job.log_path)
 
-    def _release(self, key: str) -> None:
-        process, gpu, log = self.children.pop(key)
-        log.close()
-        if gpu is not None:
-            self.free.append(gpu)
-
     def close(self) -> None:
-        """On an early exit (Ctrl-C, an error): the children stop too (a training run writes a
-        checkpoint on SIGTERM and resumes next time)."""
-        for process, _, _ in list(self.children.values()):
-            if process.poll() is None:
-                process.terminate()
-        for key, (process, _, _) in list(self.children.items()):
+        """On an early exit (Ctrl-C, an error) the running jobs stop too (a training run writes a
+        checkpoint on SIGTERM and resumes next time); idle workers end at the end of their input."""
+        busy = {slot for slot in self.running.values()}
+        workers = [(w, slot in busy) for slot, w in enumerate(self.workers) if w is not None]
+        for worker, running in workers:  # all told first, then waited for: they end side by side
+            worker.finish(terminate=running)
+        for worker, running in workers:
+            worker.wait(timeout=120 if running else 30)
+        self.workers = [None] * self.slots
+        self.running.clear()
+
+
+class _Worker:
+    """One worker process: job spec paths go in on its stdin, one exit status per job comes back on
+    a pipe (0 finished, 1 failed, 130 stopped by a signal, after which the worker ends)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        read_fd, write_fd = os.pipe()
+        with log_path.open("a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "synthbench.jobs.worker", "--serve", str(write_fd)], env=env,
+                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,), text=True)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self.status_fd, self.buffer, self.busy, self.ended = read_fd, b"", False, False
+
+    def idle(self) -> bool:
+        return not self.busy and not self.ended and self.process.poll() is None
+
+    def send(self, spec: Path) -> None:
+        self.busy = True
+        try:
+            self.process.stdin.write(f"{spec}\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):  # died since idle(): result() reports its exit status
+            pass
+
+    def result(self) -> int | None:
+        """The exit status of the job it runs, once that ended (None while it runs)."""
+        if b"\n" not in self.buffer and not self.ended:
             try:
-                process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            self._release(key)
+                chunk = os.read(self.status_fd, 4096)
+            except BlockingIOError:
+                chunk = None
+            if chunk:
+                self.buffer += chunk
+            elif chunk == b"":  # the pipe closed: the worker ended
+                self.ended = True
+        if b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            self.busy = False
+            code = int(line)
+            if code != 0 and code != 1:  # stopped by a signal: the worker ends, it takes no other job
+                self.ended = True
+            return code
+        if self.ended:
+            self.busy = False
+            code = self.process.wait()
+            return code if code != 0 else 1  # ended without a word about the job
+        return None
+
+    def finish(self, terminate: bool = False) -> None:
+        """End its input (it ends after the job it runs); ``terminate``: stop that job too (SIGTERM)."""
+        if self.process.poll() is None and terminate:
+            self.process.terminate()
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+
+    def wait(self, timeout: float) -> None:
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        try:
+            os.close(self.status_fd)
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        self.finish()
+        self.wait(timeout=30)

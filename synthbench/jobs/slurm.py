@@ -89,7 +89,7 @@ class SlurmLauncher:
 
         if options.cluster is None and submitit.SlurmExecutor.affinity() < 0:
             raise SynthbenchError("--launcher slurm: no Slurm here (sbatch not found); run it on the cluster's "
-                                  "login node, or use --launcher gpus")
+                                  "login node, or use --launcher processes")
         self.options, self.folder = options, Path(folder)
         self.slots = options.parallel or 10**6
         self.jobs: dict[str, Any] = {}

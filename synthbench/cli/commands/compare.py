@@ -30,10 +30,11 @@ def _parse_floats(text: str | None) -> tuple[float, ...] | None:
 
 
 # Where the jobs run (docs: README "Running on a cluster"); shared by compare and bench run.
-LAUNCHER = typer.Option(None, "--launcher", help="local (default: one job at a time in this process), gpus (child "
-                        "processes, one per visible GPU) or slurm (submitit).")
-PARALLEL = typer.Option(None, "--parallel", help="Jobs at once: gpus: default one per visible GPU, on CPU 1..cores; "
-                        "slurm: jobs queued at once (default all).")
+LAUNCHER = typer.Option(None, "--launcher", help="local (default: one job at a time in this process), processes "
+                        "(worker processes: one per visible GPU, or per CPU core up to 4; 'gpus' is its older name) "
+                        "or slurm (submitit).")
+PARALLEL = typer.Option(None, "--parallel", help="Jobs at once: processes: default one per visible GPU, else "
+                        "min(cores, 4), at most the cores on CPU; slurm: jobs queued at once (default all).")
 PARTITION = typer.Option(None, "--partition", help="Slurm partition.")
 TIME = typer.Option(None, "--time", help="Slurm time limit per job in minutes (a run that hits it is requeued and "
                     "resumes from its checkpoint).")
