@@ -3,6 +3,8 @@ evaluations in different processes compute them once per comparison, never trust
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -97,3 +99,24 @@ def test_disk_keys_depend_on_weights_and_layout(tmp_path, monkeypatch):
     c(images, cache=True, cache_dir=tmp_path)
     assert c.model.images == 2  # other layout: not a hit
     assert len(list(tmp_path.rglob("*.f32"))) == 6
+
+
+def test_concurrent_writers_of_one_key_leave_a_whole_entry(tmp_path):
+    key = b"k" * 32
+    values = [torch.full((inception.FEATURE_DIM,), float(i)) for i in range(4)]
+    bad: list[int] = []
+
+    def writer(i):
+        for _ in range(25):
+            inception.write_cached(tmp_path, key, values[i])
+            got = inception.read_cached(tmp_path, key)
+            if got is None or not any(torch.equal(got, v) for v in values):
+                bad.append(i)  # a reader saw a partial or mixed entry
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [f"{key.hex()}.f32"]
