@@ -120,3 +120,22 @@ def test_concurrent_writers_of_one_key_leave_a_whole_entry(tmp_path):
         t.join()
     assert not bad
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [f"{key.hex()}.f32"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_comparison_evaluations_share_the_cache_in_the_comparison_folder(tmp_path, counted):
+    from synthbench.compare import CompareConfig, evaluate_job, parse_methods
+
+    test_dir = tmp_path / "synthesis"
+    test_dir.mkdir()
+    _folders(test_dir)
+    (test_dir / "fake").rename(test_dir / "complete")
+    cfg = CompareConfig(methods=parse_methods("pix2pix"), out_dir=tmp_path / "cmp", metrics=("fid",), device="cpu",
+                        show_progress=False)
+    first = evaluate_job(cfg, str(test_dir), None, 2)
+    assert len(list((tmp_path / "cmp" / "jobs" / "inception-cache").rglob("*.f32"))) == N
+    inception._cache.clear()  # another method's evaluation job, in another worker process
+    counted.clear()
+    second = evaluate_job(cfg, str(test_dir), None, 2)
+    assert sum(counted) == N  # only that method's images
+    assert first["rows"] == second["rows"]  # bit-identical values
