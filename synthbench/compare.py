@@ -321,6 +321,7 @@ def evaluate_job(cfg: CompareConfig, test_dir: str, region: str | None, folds: i
             test_dir / "real", test_dir / "complete", mask_dir=test_dir / "mask" if region else None,
             metrics=list(cfg.metrics) if cfg.metrics else None, device=_device(cfg.device), folds=folds,
             show_progress=cfg.show_progress, region=region or "lung",
+            feature_cache=Path(cfg.out_dir) / "jobs" / "inception-cache",
         )
     return {**_frame_record(frame), "warnings": list(dict.fromkeys(str(w.message) for w in caught)),
             "seconds": time.perf_counter() - t0}

@@ -23,6 +23,7 @@ class _CountingNet(torch.nn.Module):
 def _extractor(sha="a" * 64):
     ext = object.__new__(inception.InceptionFeatures)
     ext.device, ext.record, ext.model = torch.device("cpu"), {"sha256": sha}, _CountingNet()
+    ext.memory_format = "contiguous"
     return ext
 
 

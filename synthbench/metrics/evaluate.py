@@ -255,12 +255,15 @@ def evaluate_folders(
     options: dict[str, dict[str, Any]] | None = None,
     show_progress: bool = True,
     region: str = "lung",
+    feature_cache: str | Path | None = None,
 ) -> pd.DataFrame:
     """Every metric on complete (and, with a mask, lung-only) images; tidy rows (module docstring).
 
     ``folds`` folds of the scored images (:func:`synthbench.stats.folds`, contiguous in natural
     file-name order, or shuffled with ``fold_seed``). ``options`` maps a metric name to its
-    options (e.g. ``{"fid": {"weights": PATH}, "kid": {"subsets": 100}}``).
+    options (e.g. ``{"fid": {"weights": PATH}, "kid": {"subsets": 100}}``). ``feature_cache``: a
+    folder that keeps the real images' Inception features on disk across processes
+    (:class:`synthbench.metrics.inception.InceptionFeatures`); None keeps them in memory only.
     """
     names = list(metrics or DEFAULT_METRICS)
     if not names:
@@ -325,7 +328,8 @@ def evaluate_folders(
                     same = (r == f) if region_mask is None else (r == f) | ~region_mask
                     identical[setting] += int(same.flatten(1).all(dim=1).sum())
                     if extractor is not None and any(isinstance(m, InceptionMetric) for m in ms):
-                        fr, ff = extractor(r, cache=True), extractor(f)  # every method has the same reals
+                        fr = extractor(r, cache=True, cache_dir=feature_cache)  # every method has the same reals
+                        ff = extractor(f)
                     for m in ms:
                         if isinstance(m, InceptionMetric):
                             m.update_features(fr, ff)
