@@ -1,5 +1,6 @@
 """Augmentation of the paper (Sec. "Data and preprocessing"): random resize and crop, random rotation,
-Gaussian noise (image only) and elastic transform, with torchvision.transforms.v2.
+Gaussian noise (image only) and elastic transform, with torchvision.transforms.v2 (the elastic
+displacement smoothed by the separable form of torchvision's blur: the same field, far cheaper).
 
 Image and label map are transformed together as ``tv_tensors.Image`` / ``tv_tensors.Mask`` so the
 label map is resampled with nearest interpolation and stays aligned. Every augmented sample is
