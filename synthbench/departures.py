@@ -212,6 +212,9 @@ def render_markdown(synthesizers: Mapping[str, type] | None = None) -> str:
     ]
     for name, cls in synthesizers.items():
         out += [f"## {name}", "", f"{cls.summary}" if cls.summary else "", ""]
+        if cls.reduced_options:
+            reduced = ", ".join(f"`{k}={v!r}`" for k, v in cls.reduced_options.items())
+            out += [f"Reduced build of the quick and smoke protocols (`reduced_options`): {reduced}.", ""]
         rows = method_departures(cls)
         out += _table(rows) if rows else ["No departure."]
         out.append("")

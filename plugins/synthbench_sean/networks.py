@@ -10,7 +10,8 @@ Normalization"), re-implemented from the paper and baselines.md (facts of ZPdesu
   noise scaled by a learnable per-channel ``noise_var`` added before a parameter-free
   ``nn.BatchNorm2d`` (converted to SyncBatchNorm by the engine under DDP); style branch
   ``relu(fc_mu_j(style_j))`` broadcast into class j's mask, then 3x3 convs 512 -> gamma, beta;
-  a SPADE branch (:class:`synthbench_spade.networks.SPADEModulation`) gives its own gamma,
+  a SPADE branch (:class:`synthbench_spade.networks.SPADEModulation`, hidden width
+  ``spade_hidden``, official 128) gives its own gamma,
   beta; ``gamma = sigmoid(a_gamma) * gamma_style + (1 - sigmoid(a_gamma)) * gamma_spade``
   (``a`` learnable, starts at 0), same for beta. With ``use_style=False`` only the SPADE
   branch is used.
@@ -82,7 +83,10 @@ class StyleEncoder(nn.Module):
 class SEANNorm(nn.Module):
     """SEAN normalization (paper Sec. 3.1, Eq. 2-4; official ``ACE``)."""
 
-    def __init__(self, norm_nc: int, label_nc: int, style_layers: int, style_dim: int = 512, use_style: bool = True):
+    def __init__(
+        self, norm_nc: int, label_nc: int, style_layers: int, style_dim: int = 512, use_style: bool = True,
+        spade_hidden: int = 128,
+    ):
         super().__init__()
         self.use_style = use_style
         self.style_dim = style_dim
@@ -91,7 +95,7 @@ class SEANNorm(nn.Module):
         # Blending weights a_gamma, a_beta (sigmoid(0) = 0.5 at the start). Unused without style.
         self.blending_gamma = nn.Parameter(torch.zeros(1), requires_grad=use_style)
         self.blending_beta = nn.Parameter(torch.zeros(1), requires_grad=use_style)
-        self.spade = SPADEModulation(norm_nc, label_nc)
+        self.spade = SPADEModulation(norm_nc, label_nc, spade_hidden)
         if use_style:
             self.fc_mu = nn.ModuleList(nn.Linear(style_dim, style_dim) for _ in range(style_layers))
             self.conv_gamma = nn.Conv2d(style_dim, norm_nc, 3, padding=1)
@@ -128,17 +132,20 @@ class SEANNorm(nn.Module):
 class SEANResBlock(nn.Module):
     """SPADE ResBlk with SEAN normalizations (paper Fig. 3 right); spectral-normed convs."""
 
-    def __init__(self, fin: int, fout: int, label_nc: int, style_layers: int, style_dim: int = 512, use_style: bool = True):
+    def __init__(
+        self, fin: int, fout: int, label_nc: int, style_layers: int, style_dim: int = 512, use_style: bool = True,
+        spade_hidden: int = 128,
+    ):
         super().__init__()
         self.learned_shortcut = fin != fout
         fmiddle = min(fin, fout)
         self.conv_0 = spectral_norm(nn.Conv2d(fin, fmiddle, 3, padding=1))
         self.conv_1 = spectral_norm(nn.Conv2d(fmiddle, fout, 3, padding=1))
-        self.ace_0 = SEANNorm(fin, label_nc, style_layers, style_dim, use_style)
-        self.ace_1 = SEANNorm(fmiddle, label_nc, style_layers, style_dim, use_style)
+        self.ace_0 = SEANNorm(fin, label_nc, style_layers, style_dim, use_style, spade_hidden)
+        self.ace_1 = SEANNorm(fmiddle, label_nc, style_layers, style_dim, use_style, spade_hidden)
         if self.learned_shortcut:
             self.conv_s = spectral_norm(nn.Conv2d(fin, fout, 1, bias=False))
-            self.ace_s = SEANNorm(fin, label_nc, style_layers, style_dim, use_style)
+            self.ace_s = SEANNorm(fin, label_nc, style_layers, style_dim, use_style, spade_hidden)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
         x_s = self.conv_s(self.ace_s(x, seg, style)) if self.learned_shortcut else x
@@ -165,6 +172,7 @@ class SEANGenerator(nn.Module):
         style_layers: int | None = None,
         style_dim: int = 512,
         num_upsampling_layers: str = "normal",
+        spade_hidden: int = 128,
     ):
         super().__init__()
         style_layers = label_nc if style_layers is None else style_layers
@@ -177,7 +185,7 @@ class SEANGenerator(nn.Module):
         self.fc = nn.Conv2d(label_nc, 16 * nf, 3, padding=1)
 
         def block(fin, fout, use_style=True):
-            return SEANResBlock(fin, fout, label_nc, style_layers, style_dim, use_style)
+            return SEANResBlock(fin, fout, label_nc, style_layers, style_dim, use_style, spade_hidden)
 
         self.head_0 = block(16 * nf, 16 * nf)
         self.G_middle_0 = block(16 * nf, 16 * nf)

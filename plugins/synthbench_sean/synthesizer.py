@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
-from synthbench_spade.networks import UPSAMPLINGS
+from synthbench_spade.networks import UPSAMPLINGS, spade_hidden_width
 from synthbench_spade.synthesizer import GANLossMixin, spade_family_departures
 from torch import nn
 
@@ -71,7 +71,8 @@ class SEANSynthesizer(GANLossMixin, Synthesizer):
 
     name = "sean"
     #: CPU-sized protocols (quick, smoke) train this narrower build; the paper protocol never does.
-    reduced_options = {"ngf": 16, "ndf": 16, "style_dim": 64}
+    #: spade_hidden scales with ngf (64 -> 16; 128 -> 32), as SPADE's reduced build.
+    reduced_options = {"ngf": 16, "ndf": 16, "style_dim": 64, "spade_hidden": 32}
     summary = "SEAN: semantic region-adaptive normalization with per-class style codes (Zhu et al. 2020)"
     citation = (
         "P. Zhu, R. Abdal, Y. Qin, P. Wonka. SEAN: Image Synthesis with Semantic "
@@ -86,7 +87,7 @@ class SEANSynthesizer(GANLossMixin, Synthesizer):
     #: What SEAN uses without a style image (recorded by synthesis as its style mode).
     styleless_mode = "mean"
     paper_options = {
-        "ngf": 64, "ndf": 64, "num_D": 2, "n_layers_D": 3, "num_upsampling_layers": "normal",
+        "ngf": 64, "ndf": 64, "spade_hidden": 128, "num_D": 2, "n_layers_D": 3, "num_upsampling_layers": "normal",
         "style_dim": 512, "style_layers": 19, "lambda_feat": 10.0, "lambda_vgg": 10.0,
         "no_ganFeat_loss": False, "no_vgg_loss": False, "no_ttur": False, "init_gain": 0.02,
         "style_ema_decay": UNSTATED,
@@ -102,6 +103,7 @@ class SEANSynthesizer(GANLossMixin, Synthesizer):
         return {
             "ngf": 64,
             "ndf": 64,
+            "spade_hidden": 128,  # width of the SPADE branch's shared modulation conv (official nhidden)
             "num_D": 2,
             "n_layers_D": 3,
             "num_upsampling_layers": "normal",
@@ -123,6 +125,7 @@ class SEANSynthesizer(GANLossMixin, Synthesizer):
             classes or self.num_classes, self.image_size, out_channels=out_channels,
             style_channels=style_channels, ngf=int(o["ngf"]), style_layers=style_layers,
             style_dim=int(o["style_dim"]), num_upsampling_layers=o["num_upsampling_layers"],
+            spade_hidden=spade_hidden_width(o["spade_hidden"], "sean"),
         )
 
     def build_networks(self) -> dict[str, nn.Module]:
@@ -265,6 +268,8 @@ class SEANSynthesizer(GANLossMixin, Synthesizer):
             "blocks": "head_0, G_middle_0/1, up_0, up_1, up_2 use SEAN (style + SPADE blend); "
             "up_3 (2nf -> nf, 128 -> 64) uses plain SPADE modulation, as the official code (use_rgb=False)",
             "upsampling": f"{o['num_upsampling_layers']} ({UPSAMPLINGS[o['num_upsampling_layers']]} nearest 2x upsamplings)",
+            "SPADE branch": f"label map -> shared 3x3 conv to {o['spade_hidden']} + ReLU -> 3x3 convs to gamma, beta "
+            "(spade_hidden; official nhidden 128)",
             "style modes": "; ".join(f"{k}: {v}" for k, v in STYLE_MODES.items()),
             "losses": "hinge (mean over scales) + feature matching x {lambda_feat} / num_D + VGG19 x {lambda_vgg}".format(**o),
             "optimizers": "equal lr, betas (0.5, 0.999) (no_ttur)" if o["no_ttur"]

@@ -2,7 +2,9 @@
 Normalization"), re-implemented from the paper and baselines.md (facts of NVlabs/SPADE).
 
 * :class:`SPADEModulation` - the label-map branch of SPADE (Sec. 3, Eq. 1): nearest-resized
-  label map -> shared 3x3 conv to 128 + ReLU -> 3x3 convs to gamma and beta. SEAN reuses it.
+  label map -> shared 3x3 conv to ``hidden`` (128, the official ``nhidden``) + ReLU -> 3x3 convs
+  to gamma and beta. SEAN reuses it. The reduced builds of the CPU protocols narrow ``hidden``
+  with the other widths (option ``spade_hidden``).
 * :class:`SPADE` - parameter-free ``nn.BatchNorm2d(affine=False)`` then
   ``norm(x) * (1 + gamma) + beta``. A plain BatchNorm2d (not the original's custom
   synchronized batch norm) so that ``nn.SyncBatchNorm.convert_sync_batchnorm`` (the engine,
@@ -35,7 +37,8 @@ def lrelu(x: torch.Tensor) -> torch.Tensor:
 
 
 class SPADEModulation(nn.Module):
-    """Label map -> (gamma, beta) of SPADE (paper Eq. 1): shared conv 128 + ReLU, two 3x3 convs."""
+    """Label map -> (gamma, beta) of SPADE (paper Eq. 1): shared conv ``hidden`` (official 128) + ReLU,
+    two 3x3 convs."""
 
     def __init__(self, norm_nc: int, label_nc: int, hidden: int = 128, kernel_size: int = 3):
         super().__init__()
@@ -53,10 +56,10 @@ class SPADEModulation(nn.Module):
 class SPADE(nn.Module):
     """Spatially-adaptive normalization (paper Eq. 1): ``BN(x) * (1 + gamma) + beta``."""
 
-    def __init__(self, norm_nc: int, label_nc: int):
+    def __init__(self, norm_nc: int, label_nc: int, hidden: int = 128):
         super().__init__()
         self.param_free_norm = nn.BatchNorm2d(norm_nc, affine=False)
-        self.modulation = SPADEModulation(norm_nc, label_nc)
+        self.modulation = SPADEModulation(norm_nc, label_nc, hidden)
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.modulation(segmap, x.shape[-2:])
@@ -66,23 +69,31 @@ class SPADE(nn.Module):
 class SPADEResBlock(nn.Module):
     """SPADE ResBlk (paper Fig. 4): ``x_s + conv1(lrelu(SPADE1(conv0(lrelu(SPADE0(x))))))``."""
 
-    def __init__(self, fin: int, fout: int, label_nc: int):
+    def __init__(self, fin: int, fout: int, label_nc: int, spade_hidden: int = 128):
         super().__init__()
         self.learned_shortcut = fin != fout
         fmiddle = min(fin, fout)
         self.conv_0 = spectral_norm(nn.Conv2d(fin, fmiddle, 3, padding=1))
         self.conv_1 = spectral_norm(nn.Conv2d(fmiddle, fout, 3, padding=1))
-        self.norm_0 = SPADE(fin, label_nc)
-        self.norm_1 = SPADE(fmiddle, label_nc)
+        self.norm_0 = SPADE(fin, label_nc, spade_hidden)
+        self.norm_1 = SPADE(fmiddle, label_nc, spade_hidden)
         if self.learned_shortcut:
             self.conv_s = spectral_norm(nn.Conv2d(fin, fout, 1, bias=False))
-            self.norm_s = SPADE(fin, label_nc)
+            self.norm_s = SPADE(fin, label_nc, spade_hidden)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
         dx = self.conv_0(lrelu(self.norm_0(x, seg)))
         dx = self.conv_1(lrelu(self.norm_1(dx, seg)))
         return x_s + dx
+
+
+def spade_hidden_width(value, method: str = "spade") -> int:
+    """The ``spade_hidden`` option (width of SPADE's shared modulation conv, official ``nhidden = 128``)
+    as a positive int; anything else is a one-line :class:`SynthesizerConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SynthesizerConfigError(f"{method}: option spade_hidden must be a positive integer, got {value!r}")
+    return value
 
 
 def latent_size(image_size: int, num_upsampling_layers: str, method: str = "spade") -> int:
@@ -118,6 +129,7 @@ class SPADEGenerator(nn.Module):
         num_upsampling_layers: str = "normal",
         use_vae: bool = False,
         z_dim: int = 256,
+        spade_hidden: int = 128,
     ):
         super().__init__()
         self.num_upsampling_layers = num_upsampling_layers
@@ -130,16 +142,16 @@ class SPADEGenerator(nn.Module):
             self.fc = nn.Linear(z_dim, 16 * nf * self.sw * self.sw)
         else:
             self.fc = nn.Conv2d(label_nc, 16 * nf, 3, padding=1)
-        self.head_0 = SPADEResBlock(16 * nf, 16 * nf, label_nc)
-        self.G_middle_0 = SPADEResBlock(16 * nf, 16 * nf, label_nc)
-        self.G_middle_1 = SPADEResBlock(16 * nf, 16 * nf, label_nc)
-        self.up_0 = SPADEResBlock(16 * nf, 8 * nf, label_nc)
-        self.up_1 = SPADEResBlock(8 * nf, 4 * nf, label_nc)
-        self.up_2 = SPADEResBlock(4 * nf, 2 * nf, label_nc)
-        self.up_3 = SPADEResBlock(2 * nf, 1 * nf, label_nc)
+        self.head_0 = SPADEResBlock(16 * nf, 16 * nf, label_nc, spade_hidden)
+        self.G_middle_0 = SPADEResBlock(16 * nf, 16 * nf, label_nc, spade_hidden)
+        self.G_middle_1 = SPADEResBlock(16 * nf, 16 * nf, label_nc, spade_hidden)
+        self.up_0 = SPADEResBlock(16 * nf, 8 * nf, label_nc, spade_hidden)
+        self.up_1 = SPADEResBlock(8 * nf, 4 * nf, label_nc, spade_hidden)
+        self.up_2 = SPADEResBlock(4 * nf, 2 * nf, label_nc, spade_hidden)
+        self.up_3 = SPADEResBlock(2 * nf, 1 * nf, label_nc, spade_hidden)
         final_nc = nf
         if num_upsampling_layers == "most":
-            self.up_4 = SPADEResBlock(nf, nf // 2, label_nc)
+            self.up_4 = SPADEResBlock(nf, nf // 2, label_nc, spade_hidden)
             final_nc = nf // 2
         self.conv_img = nn.Conv2d(final_nc, out_channels, 3, padding=1)
 

@@ -38,6 +38,7 @@ from synthbench_spade.networks import (
     SPADEGenerator,
     kl_divergence,
     reparameterize,
+    spade_hidden_width,
 )
 
 #: Reference parameter counts (baselines.md; official NVlabs/SPADE classes).
@@ -144,7 +145,9 @@ class SPADESynthesizer(GANLossMixin, Synthesizer):
 
     name = "spade"
     #: CPU-sized protocols (quick, smoke) train this narrower build; the paper protocol never does.
-    reduced_options = {"ngf": 16, "ndf": 16}
+    #: spade_hidden scales with ngf (64 -> 16 is 1/4; 128 -> 32): at 64 px the full-width modulation
+    #: convs were a third of a quick step.
+    reduced_options = {"ngf": 16, "ndf": 16, "spade_hidden": 32}
     summary = "SPADE: spatially-adaptive normalization generator, multiscale hinge PatchGAN (Park et al. 2019)"
     citation = (
         "T. Park, M.-Y. Liu, T.-C. Wang, J.-Y. Zhu. Semantic Image Synthesis with "
@@ -160,8 +163,8 @@ class SPADESynthesizer(GANLossMixin, Synthesizer):
     #: What the VAE variant uses without a style image (recorded by synthesis as its style mode).
     styleless_mode = "random z ~ N(0, I)"
     paper_options = {
-        "ngf": 64, "ndf": 64, "num_D": 2, "n_layers_D": 4, "num_upsampling_layers": "normal", "use_vae": False,
-        "z_dim": 256, "lambda_feat": 10.0, "lambda_vgg": 10.0, "lambda_kld": 0.05, "no_ganFeat_loss": False,
+        "ngf": 64, "ndf": 64, "spade_hidden": 128, "num_D": 2, "n_layers_D": 4, "num_upsampling_layers": "normal",
+        "use_vae": False, "z_dim": 256, "lambda_feat": 10.0, "lambda_vgg": 10.0, "lambda_kld": 0.05, "no_ganFeat_loss": False,
         "no_vgg_loss": False, "no_ttur": False, "init_gain": 0.02,
     }
 
@@ -170,6 +173,7 @@ class SPADESynthesizer(GANLossMixin, Synthesizer):
         return {
             "ngf": 64,  # generator base width nf (16 * nf = 1024 at the head)
             "ndf": 64,
+            "spade_hidden": 128,  # width of each SPADE's shared modulation conv (official nhidden)
             "num_D": 2,
             "n_layers_D": 4,
             "num_upsampling_layers": "normal",  # normal | more | most
@@ -198,6 +202,7 @@ class SPADESynthesizer(GANLossMixin, Synthesizer):
         g = SPADEGenerator(
             self.num_classes, self.image_size, out_channels=1, ngf=int(o["ngf"]),
             num_upsampling_layers=o["num_upsampling_layers"], use_vae=bool(o["use_vae"]), z_dim=int(o["z_dim"]),
+            spade_hidden=spade_hidden_width(o["spade_hidden"]),
         )
         init_weights(g, "xavier", float(o["init_gain"]))
         nets: dict[str, nn.Module] = {
@@ -259,6 +264,8 @@ class SPADESynthesizer(GANLossMixin, Synthesizer):
             "reference counts": ", ".join(f"{k}: {v:,}" for k, v in REFERENCE_COUNTS.items()),
             "upsampling": f"{o['num_upsampling_layers']} ({UPSAMPLINGS[o['num_upsampling_layers']]} nearest 2x upsamplings, "
             f"start {self.nets['G'].sw}x{self.nets['G'].sw})",
+            "SPADE modulation": f"label map -> shared 3x3 conv to {o['spade_hidden']} + ReLU -> 3x3 convs to gamma, beta "
+            f"(spade_hidden; official nhidden 128)",
             "losses": "hinge (mean over scales) + feature matching x {lambda_feat} / num_D + VGG19 x {lambda_vgg}".format(**o)
             + (f" + KL x {o['lambda_kld']} (VAE encoder, z {o['z_dim']}-d)" if o["use_vae"] else ""),
             "optimizers": "equal lr, betas (0.5, 0.999) (no_ttur)" if o["no_ttur"]
