@@ -33,6 +33,7 @@ synthesis and downstream experiments from ``OUT/wall_times.json``, written when 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -356,14 +357,16 @@ def downstream_job(cfg: CompareConfig, data_root: str, synthetic: dict[str, str]
     """One downstream experiment (Table III or IV) at one seed, from the configurations its
     ``unet`` jobs recorded (any still missing is trained here); ``seconds`` is the time spent
     training U-Net configurations here (0 when every one was recorded before)."""
-    from synthbench.downstream.experiment import run_experiment
+    from synthbench.downstream.experiment import checked_data, plan_configurations, run_experiment
 
     folder = Path(cfg.out_dir) / "downstream"
-    records_before, t0 = _records(folder), time.perf_counter()
+    plan = plan_configurations(checked_data(data_root, folds), experiment, synthetic, cfg.ratios, seed, unet, folds,
+                               primary)
+    missing = [c.key for c in plan if not (folder / "configs" / f"{c.key}.json").is_file()]
+    t0 = time.perf_counter()
     frame = run_experiment(data_root, synthetic, experiment=experiment, ratios=cfg.ratios, out_dir=folder, seed=seed,
                            protocol=unet, device=_device(cfg.device), folds=folds, primary=primary)
-    seconds = time.perf_counter() - t0 if _records(folder) != records_before else 0.0
-    return {**_frame_record(frame), "seconds": seconds}
+    return {**_frame_record(frame), "seconds": time.perf_counter() - t0 if missing else 0.0}
 
 
 def _frame_record(frame: pd.DataFrame) -> dict[str, Any]:
@@ -561,7 +564,10 @@ def _run_locked(cfg: CompareConfig, protocol, unet, started: float, launch: Laun
     quality: list[pd.DataFrame] = []
     downstream: list[pd.DataFrame] = []
 
-    with progress(transient=False) as bar:
+    launcher = make_launcher(launch, cfg.out_dir / "jobs")
+    if hasattr(launcher, "prestart"):  # worker processes import torch while the data is prepared
+        launcher.prestart()
+    with progress(transient=False) as bar, contextlib.closing(launcher):
         overall = bar.add_task("comparison", total=total)
         bar.update(overall, description="preparing data")
         data = prepare_data(cfg, protocol.image_size)
@@ -613,7 +619,7 @@ def _run_locked(cfg: CompareConfig, protocol, unet, started: float, launch: Laun
                 bar.advance(overall, len(cfg.experiments) - (len(new) - unets))
             return new
 
-        outcomes = run_jobs(jobs, make_launcher(launch, graph.folder), expand=expand, on_event=on_event)
+        outcomes = run_jobs(jobs, launcher, expand=expand, on_event=on_event)
 
         logs: dict[tuple[str, int], Path] = {}
         for spec, seed in pairs:
@@ -709,12 +715,6 @@ class _WallTimes:
         """``add``: work done in parts over several invocations (resumed downstream experiments)."""
         self.times[key] = (self.seconds(key) if add else 0.0) + seconds
         atomic_write_json(self.path, self.times)
-
-
-def _records(downstream_dir: Path) -> dict[str, int]:
-    """Downstream configuration records and their modification times (a change: work was done)."""
-    folder = downstream_dir / "configs"
-    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")} if folder.is_dir() else {}
 
 
 def _debug_log(outcome: Outcome) -> None:

@@ -30,3 +30,23 @@ def test_channels_last_features_equal_contiguous_and_layout_is_recorded():
 def test_unknown_memory_format_is_refused():
     with pytest.raises(SynthbenchError, match="memory format"):
         InceptionFeatures("cpu", memory_format="nhwc")
+
+
+def test_folded_batch_norms_give_pytorch_fids_own_features():
+    """Issue 21: every conv -> bn pair of the network is folded into one convolution (fewer
+    operations per image); the features equal those of pytorch-fid's unmodified network."""
+    from synthbench.metrics.inception import fold_batch_norms
+    from synthbench.pretrained import load_fid_inception
+
+    extractor = InceptionFeatures("cpu", memory_format="contiguous")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in extractor.model.modules())
+    assert "folded" in extractor.convention()["batch_norm"]
+    record = {"path": extractor.record["path"], "sha256": extractor.record["sha256"]}
+    original = load_fid_inception(record, resize_input=True, normalize_input=True).eval()
+    rng = np.random.default_rng(5)
+    images = torch.from_numpy(rng.uniform(-1, 1, (2, 1, 64, 64)).astype(np.float32))
+    folded = extractor(images)
+    extractor.model = original  # the same preprocessing, pytorch-fid's network as published
+    reference = extractor(images)
+    torch.testing.assert_close(folded, reference, rtol=1e-4, atol=1e-5 * float(reference.abs().max()))
+    assert fold_batch_norms(load_fid_inception(record, resize_input=True, normalize_input=True).eval()) == 94

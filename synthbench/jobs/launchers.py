@@ -143,6 +143,12 @@ class ProcessLauncher:
             env.setdefault("OMP_NUM_THREADS", str(self.threads))
         return env
 
+    def prestart(self) -> None:
+        """Start every worker now (each imports torch and the plugins while this process goes on)."""
+        for slot in range(self.slots):
+            if self.workers[slot] is None:
+                self.workers[slot] = _Worker(self._env(slot), self.jobs_dir / "workers" / f"worker-{slot}.log")
+
     def start(self, job: Job) -> Job:
         slot = next(i for i in range(self.slots) if i not in self.running.values())
         worker = self.workers[slot]
@@ -169,12 +175,12 @@ class ProcessLauncher:
         return Outcome(job, "failed", error=recorded_error(job, fallback), log=job.log_path)
 
     def close(self) -> None:
-        """On an early exit (Ctrl-C, an error) the running jobs stop too (a training run writes a
-        checkpoint on SIGTERM and resumes next time); idle workers end at the end of their input."""
+        """Every worker gets SIGTERM: an idle one ends at once; on an early exit (Ctrl-C, an error)
+        a running job stops too (a training run writes a checkpoint first and resumes next time)."""
         busy = {slot for slot in self.running.values()}
         workers = [(w, slot in busy) for slot, w in enumerate(self.workers) if w is not None]
-        for worker, running in workers:  # all told first, then waited for: they end side by side
-            worker.finish(terminate=running)
+        for worker, _ in workers:  # all told first, then waited for: they end side by side
+            worker.finish(terminate=True)
         for worker, running in workers:
             worker.wait(timeout=120 if running else 30)
         self.workers = [None] * self.slots

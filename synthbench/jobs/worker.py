@@ -65,6 +65,7 @@ def serve(status_fd: int) -> int:
 
     with os.fdopen(status_fd, "w", buffering=1) as status:
         try:
+            import synthbench.compare  # noqa: F401 - torch, pandas and the engine, before the first job arrives
             for line in sys.stdin:
                 if not line.strip():
                     continue
