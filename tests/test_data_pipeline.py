@@ -97,7 +97,7 @@ def test_parallel_augmentation_is_byte_identical(tmp_path, monkeypatch):
     """Worker processes change the speed of augmentation, never its output (same content hash)."""
     from synthbench.data import prepare as prep
 
-    monkeypatch.setattr(prep, "PARALLEL_MIN_SAMPLES", 1)
+    monkeypatch.setattr(prep, "PARALLEL_MIN_PIXELS", 1)
     hashes = []
     for workers in (1, 2):
         source = prep.PhantomSource(patients=4, slices_per_patient=3, size=32, seed=3)

@@ -152,6 +152,18 @@ def test_a_worker_runs_job_after_job_each_with_its_own_log(tmp_path):
         assert all(f"says {other}" not in log for other in "abc" if other != key)
 
 
+def test_prestarted_workers_run_the_jobs_and_idle_ones_end_on_close(tmp_path):
+    """A comparison starts its workers before preparing the data (their imports overlap it)."""
+    launcher = ProcessLauncher(2, tmp_path / "jobs")
+    launcher.prestart()
+    pids = {w.process.pid for w in launcher.workers}
+    processes = [w.process for w in launcher.workers]
+    jobs = [_job(tmp_path, k, say, marker=k) for k in ("a", "b", "c")]
+    run_jobs(jobs, launcher, poll_seconds=0.05)  # closes the launcher at the end
+    assert {j.result()["pid"] for j in jobs} <= pids
+    assert all(p.poll() is not None for p in processes)  # no worker outlives the comparison
+
+
 def test_a_worker_killed_in_a_job_fails_that_job_and_a_new_worker_runs_the_next(tmp_path):
     jobs = [_job(tmp_path, "dies", die), _job(tmp_path, "after", say, marker="after")]
     outcomes = run_jobs(jobs, ProcessLauncher(1, tmp_path / "jobs"), poll_seconds=0.05)
