@@ -294,3 +294,18 @@ def test_readme_slurm_example_submits_these_sbatch_flags(tmp_path, monkeypatch):
     other = (tmp_path / "submitted-1.sh").read_text()
     for flag in ("--gpus-per-node=1", "--ntasks-per-node=1", "--job-name=synthbench-evaluate"):
         assert f"#SBATCH {flag}\n" in other, flag
+
+
+def test_ctrl_c_of_a_comparison_says_interrupted_and_how_to_resume(tmp_path, monkeypatch):
+    """With worker processes the comparison itself gets a bare KeyboardInterrupt (the training that
+    checkpoints runs in a worker): the one line still says what happened (it began with '; ')."""
+    import synthbench.compare
+
+    def interrupted(cfg, launch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthbench.compare, "run_comparison", interrupted)
+    result = CliRunner().invoke(build_app(), ["compare", "--methods", "pix2pix", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 130
+    assert result.stderr.startswith("interrupted; run the same command again to resume"), result.stderr
+

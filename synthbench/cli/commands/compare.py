@@ -127,7 +127,7 @@ def _run(cfg, launch) -> None:
         with user_errors_from_os(cfg.out_dir):
             outcome = run_comparison(cfg, launch)
     except KeyboardInterrupt as exc:  # RunInterrupted (checkpoint written) or a second Ctrl-C
-        err_console.print(f"{exc or 'interrupted'}; run the same command again to resume (finished work is reused)",
+        err_console.print(f"{str(exc) or 'interrupted'}; run the same command again to resume (finished work is reused)",
                           markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     console.print(f"comparison finished in {outcome.wall_time_s / 60:.1f} min")
