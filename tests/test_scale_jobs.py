@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,11 @@ def fail(message: str) -> dict:
 
 def die() -> dict:
     os.kill(os.getpid(), signal.SIGKILL)
+    return {}
+
+
+def nap(seconds: float) -> dict:
+    time.sleep(seconds)
     return {}
 
 
@@ -308,4 +314,40 @@ def test_ctrl_c_of_a_comparison_says_interrupted_and_how_to_resume(tmp_path, mon
     result = CliRunner().invoke(build_app(), ["compare", "--methods", "pix2pix", "--out", str(tmp_path / "o")])
     assert result.exit_code == 130
     assert result.stderr.startswith("interrupted; run the same command again to resume"), result.stderr
+
+
+def test_workers_end_when_the_comparison_process_is_killed(tmp_path):
+    """kill -9 of the process that started the workers: they get SIGTERM (Linux) instead of
+    training on for a comparison that is gone (each is in a 10-minute job here)."""
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux-only")
+    script = ("import sys, time\n"
+              "from pathlib import Path\n"
+              "from synthbench.jobs import Job\n"
+              "from synthbench.jobs.launchers import ProcessLauncher\n"
+              "from test_scale_jobs import nap\n"
+              f"tmp = Path({str(tmp_path)!r})\n"
+              "launcher = ProcessLauncher(2, tmp)\n"
+              "launcher.prestart()\n"
+              "for k in ('a', 'b'):\n"
+              "    launcher.start(Job(key=k, kind='toy', name=k, folder=tmp / k, func=nap, kwargs={'seconds': 600}))\n"
+              "print(' '.join(str(w.process.pid) for w in launcher.workers), flush=True)\n"
+              "time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / k / "job.json").is_file() for k in "ab") and time.monotonic() < deadline:
+        time.sleep(0.1)  # both jobs run (the workers asked for the signal before reading them)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 60
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
+        time.sleep(0.1)
+    assert not alive, f"workers {alive} outlived their comparison"
 

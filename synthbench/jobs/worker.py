@@ -60,9 +60,27 @@ def _logged(spec: Path) -> int:
         os.close(saved[1])
 
 
+def stop_with_parent() -> None:
+    """On Linux, ask for SIGTERM when the process that started this worker dies (``kill -9``
+    included), so that no worker goes on training for a comparison that is gone (a training
+    writes its checkpoint first). Elsewhere the worker ends at the end of its input."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def serve(status_fd: int) -> int:
     from synthbench.engine.interrupts import EXIT_INTERRUPTED
 
+    stop_with_parent()
     with os.fdopen(status_fd, "w", buffering=1) as status:
         try:
             import synthbench.compare  # noqa: F401 - torch, pandas and the engine, before the first job arrives
