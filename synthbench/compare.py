@@ -405,14 +405,14 @@ class ComparisonJobs:
         self.data_root = str(Path(data.root).resolve())
         self.folder = cfg.out_dir / "jobs"
         self.labels = [spec.label for spec in cfg.methods]
+        self.slugs = {spec.label: spec.slug for spec in cfg.methods}
         self.chains: dict[tuple[str, int], tuple[Job, Job, Job]] = {}
         self.run_dirs: dict[tuple[str, int], Path] = {}
         self.downstream: dict[tuple[int, str], Job] = {}
         #: U-Net trainings: configuration key -> job; per (seed, experiment) its (method, key) rows
-        #: (method None: real images only), and which (seed, experiment) a shared key is counted under.
+        #: (method None: real images only).
         self.unets: dict[str, Job] = {}
         self.unet_rows: dict[tuple[int, str], list[tuple[str | None, str]]] = {}
-        self.unet_owner: dict[str, tuple[int, str]] = {}
         self.expanded: set[int] = set()
 
     def _job(self, kind: str, name: str, slug: str, request: Any, func, kwargs, deps=(), outputs=(), tasks=1) -> Job:
@@ -472,7 +472,8 @@ class ComparisonJobs:
                     continue
                 who = config.method if label else "real only"
                 job = self._job("unet", f"U-Net {experiment} {config.ratio:.0%} {who} (seed {seed})",
-                                f"{experiment}-{config.ratio:g}-{_slug(who)}-seed{seed}", config.key, unet_job,
+                                f"{experiment}-{config.ratio:g}-{self.slugs[label] if label else 'real-only'}-seed{seed}",
+                                config.key, unet_job,
                                 {"cfg": self.job_cfg, "data_root": self.data_root, "experiment": experiment,
                                  "seed": seed, "unet": self.unet, "folds": self.seg_folds, "methods": self.labels,
                                  "method": label, "synthesis": synthetic.get(label) if label else None,
@@ -480,7 +481,6 @@ class ComparisonJobs:
                                 deps=[synth.key] if synth is not None else [],
                                 outputs=[Path(self.job_cfg.out_dir) / "downstream" / "configs" / f"{config.key}.json"])
                 self.unets[config.key] = job
-                self.unet_owner[config.key] = (seed, experiment)
                 jobs.append(job)
         return jobs
 
@@ -518,10 +518,6 @@ class ComparisonJobs:
             self.downstream[(seed, experiment)] = job
             jobs.append(job)
         return jobs
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text)
 
 
 def run_comparison(cfg: CompareConfig, launch: LaunchOptions | None = None) -> ComparisonOutcome:
@@ -653,10 +649,11 @@ def _run_locked(cfg: CompareConfig, protocol, unet, started: float, launch: Laun
                                   downstream_dir=test_dir, wall_times=times, plugin=provenance))
 
         failed_jobs = [o for o in outcomes.values() if o.status == "failed"]
-        for config_key, job in graph.unets.items():  # U-Net trainings, counted under the experiment that planned them
+        for config_key, job in graph.unets.items():  # U-Net trainings (their seconds go to their experiments below)
             outcome = outcomes.get(job.key)
             if outcome is not None and outcome.status == "finished" and job.result()["seconds"] > 0:
                 ledger.record(f"unet {config_key}", float(job.result()["seconds"]))
+        counted: set[str] = set()  # a training shared by both experiments counts under the first
         for seed in seeds:
             for experiment in cfg.experiments:
                 job = graph.downstream.get((seed, experiment))
@@ -670,7 +667,8 @@ def _run_locked(cfg: CompareConfig, protocol, unet, started: float, launch: Laun
                 if outcome.status == "finished" and result["seconds"] > 0:  # configurations trained in the job itself
                     ledger.record(key, float(result["seconds"]), add=True)
                 downstream.append(_frame(result).assign(seed=seed))
-                owned = [k for k, owner in graph.unet_owner.items() if owner == (seed, experiment)]
+                owned = {k for _, k in graph.unet_rows.get((seed, experiment), [])} - counted
+                counted |= owned
                 seconds = ledger.seconds(key) + sum(ledger.seconds(f"unet {k}") for k in owned)
                 wall[f"downstream_{experiment}"] = wall.get(f"downstream_{experiment}", 0.0) + seconds
 

@@ -8,6 +8,7 @@ Outcome | None`` and ``close()``; :func:`synthbench.jobs.run_jobs` drives them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
@@ -143,11 +144,15 @@ class ProcessLauncher:
             env.setdefault("OMP_NUM_THREADS", str(self.threads))
         return env
 
+    def _spawn(self, slot: int) -> _Worker:
+        self.workers[slot] = _Worker(self._env(slot), self.jobs_dir / "workers" / f"worker-{slot}.log")
+        return self.workers[slot]
+
     def prestart(self) -> None:
         """Start every worker now (each imports torch and the plugins while this process goes on)."""
         for slot in range(self.slots):
             if self.workers[slot] is None:
-                self.workers[slot] = _Worker(self._env(slot), self.jobs_dir / "workers" / f"worker-{slot}.log")
+                self._spawn(slot)
 
     def start(self, job: Job) -> Job:
         slot = next(i for i in range(self.slots) if i not in self.running.values())
@@ -155,7 +160,7 @@ class ProcessLauncher:
         if worker is None or not worker.idle():
             if worker is not None:
                 worker.stop()
-            worker = self.workers[slot] = _Worker(self._env(slot), self.jobs_dir / "workers" / f"worker-{slot}.log")
+            worker = self._spawn(slot)
         job.folder.mkdir(parents=True, exist_ok=True)
         spec = job.folder / "job.pkl"
         spec.write_bytes(pickle.dumps(job))
@@ -207,11 +212,9 @@ class _Worker:
 
     def send(self, spec: Path) -> None:
         self.busy = True
-        try:
+        with contextlib.suppress(OSError):  # died since idle(): result() reports its exit status
             self.process.stdin.write(f"{spec}\n")
             self.process.stdin.flush()
-        except (BrokenPipeError, OSError):  # died since idle(): result() reports its exit status
-            pass
 
     def result(self) -> int | None:
         """The exit status of the job it runs, once that ended (None while it runs)."""
@@ -241,10 +244,8 @@ class _Worker:
         """End its input (it ends after the job it runs); ``terminate``: stop that job too (SIGTERM)."""
         if self.process.poll() is None and terminate:
             self.process.terminate()
-        try:
+        with contextlib.suppress(OSError):
             self.process.stdin.close()
-        except OSError:
-            pass
 
     def wait(self, timeout: float) -> None:
         try:
@@ -252,10 +253,8 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        try:
+        with contextlib.suppress(OSError):
             os.close(self.status_fd)
-        except OSError:
-            pass
 
     def stop(self) -> None:
         self.finish()
