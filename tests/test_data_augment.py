@@ -50,3 +50,25 @@ def test_noise_on_image_only_and_seeded():
     background = a[0][a[1] == 0]
     assert background.std() > 0.005  # Gaussian noise reached the image
     assert sample_seed(0, "train_aug", 5, 1) != sample_seed(0, "train_aug", 5, 2)
+
+
+def test_seeding_touches_the_cpu_generator_only(monkeypatch):
+    """Each sample seeds the CPU generator alone (the one fork_rng restores): the samples are those
+    of torch.manual_seed, and no accelerator generator is seeded behind the caller's back (issue 21:
+    torch.manual_seed queued a seeding of every lazily initialised device, ~1 ms per sample)."""
+    import torch
+    from torchvision import tv_tensors
+
+    image, label = _square()
+    transform = build_transform(64)
+    for k in range(3):
+        seed = sample_seed(0, "t", 0, k)
+        img, lab = augment_one(transform, image, label, seed)
+        torch.manual_seed(seed)  # the former seeding, for reference
+        ref_img, ref_lab = transform(tv_tensors.Image(torch.from_numpy(image.copy())[None]),
+                                     tv_tensors.Mask(torch.from_numpy(label.copy())[None]))
+        assert np.array_equal(img, ref_img[0].clamp(-1, 1).numpy()) and np.array_equal(lab, ref_lab[0].numpy())
+    seeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: seeded.append(s))
+    augment_one(transform, image, label, 5)
+    assert seeded == []

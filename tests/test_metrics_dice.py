@@ -70,7 +70,7 @@ def test_downstream_rows_offer_per_image_dice(monkeypatch):
     from synthbench.downstream.experiment import _fold_scores, _rows
 
     pred, target = _maps(n=8, seed=2)
-    monkeypatch.setattr(experiment, "predict", lambda model, images, batch_size, device: torch.as_tensor(images))
+    monkeypatch.setattr(experiment, "predict", lambda model, images, batch_size, device, memory_format: torch.as_tensor(images))
     counts, dice = _fold_scores(None, pred.numpy(), target.numpy(), (1, 2), 3, NAMES, 2, 3, "cpu")
     folds = stats.folds(8, 2)
     whole = per_image_dice_folds(pred, target, NAMES, folds)

@@ -386,3 +386,30 @@ def test_accepts_metrics_module_frames(tmp_path):
     assert "### Replace real with synthetic (Table III): Dice" in md
     with pytest.raises(SynthbenchError, match="per-fold values"):
         ComparisonResults("p", "d", "h", [], pd.DataFrame(rows).drop(columns=["fold_values"]))
+
+
+def test_grid_png_is_composed_from_the_tiles(monkeypatch):
+    """The leaderboard's grid PNG (issue 21: composed with PIL, no matplotlib figure): one cell per
+    tile, full row then crop row per sample, each tile scaled to the cell; the bitmap font works too."""
+    import io
+
+    from PIL import Image, ImageFont
+
+    from synthbench.report import figures
+
+    def tile(value, size):
+        return figures.png_bytes(Image.new("RGB", (size, size), (value, value, value)))
+
+    rows = [[figures.Tile(f"m{j}", tile(10 * j + 100 * i, 64), tile(10 * j + 100 * i + 5, 128)) for j in range(3)]
+            for i in range(2)]
+    for font in (figures._font, lambda size: ImageFont.load_default()):
+        monkeypatch.setattr(figures, "_font", font)
+        with Image.open(io.BytesIO(figures._grid_figure(rows, "A title", cell=40))) as im:
+            grid = np.asarray(im.convert("RGB"))
+        assert grid.shape == (48 + 4 * 44 + 4, 3 * 40 + 4 * 4, 3)
+        for i in range(2):
+            for k in range(2):
+                for j in range(3):
+                    y, x = 48 + (2 * i + k) * 44, 4 + j * 44
+                    assert (grid[y:y + 40, x:x + 40] == 10 * j + 100 * i + 5 * k).all()
+        assert (grid[:48] < 128).any()  # title and captions were drawn

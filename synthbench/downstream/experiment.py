@@ -115,7 +115,8 @@ def _key(data_hash: str, protocol: UNetProtocol, mix: Mix, source: SyntheticSour
 
 
 def _fold_scores(model, images, labels, lesion_ids: tuple[int, ...], num_classes: int, names: list[str], k: int,
-                 batch_size: int, device: str) -> tuple[list[dict[str, list[int]]], dict[str, list[float]]]:
+                 batch_size: int, device: str, memory_format: str = "contiguous",
+                 ) -> tuple[list[dict[str, list[int]]], dict[str, list[float]]]:
     """Pixel counts of every fold (contiguous, :func:`synthbench.stats.folds`) and the fold means of the
     per-image Dice (:func:`per_image_dice`), predicted batch by batch (never the whole test set's
     predictions in memory)."""
@@ -126,7 +127,7 @@ def _fold_scores(model, images, labels, lesion_ids: tuple[int, ...], num_classes
         per_image: dict[str, list[np.ndarray]] = {}
         for start in range(int(fold[0]), int(fold[-1]) + 1, batch_size):
             stop = min(start + batch_size, int(fold[-1]) + 1)
-            pred = predict(model, images[start:stop], batch_size, device)
+            pred = predict(model, images[start:stop], batch_size, device, memory_format)
             target = torch.from_numpy(lesion_targets(np.asarray(labels[start:stop]), lesion_ids, num_classes))
             for cls, counts in segmentation_counts(pred, target, names).items():
                 total[cls] = total.get(cls, 0) + np.asarray(counts, dtype=np.int64)
@@ -156,7 +157,7 @@ def _train_and_score(
     model, log = train_unet(Rows(images), targets, len(names) + 1, protocol, device=device, description=description)
     test = data.split(TEST_SPLIT)
     counts, dice = _fold_scores(model, test.image, test.label, spec.lesion_ids, spec.num_classes, names, k_folds,
-                                protocol.eval_batch_size, device)
+                                protocol.eval_batch_size, device, log["memory_format"])
     return {"log": log, "fold_counts": counts, "fold_dice_per_image": dice}
 
 

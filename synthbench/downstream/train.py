@@ -29,6 +29,10 @@ from synthbench.downstream.unet import UNet
 from synthbench.errors import NonFiniteLossError, SynthbenchError
 
 AUGMENTATIONS = ("none", "flip")
+#: U-Net tensor layouts; "auto" is channels_last on the CPU (the quick U-Net's 8-64 channel
+#: convolutions train about 15% faster there, measured; the default size is unchanged) and
+#: contiguous elsewhere (not measured on CUDA).
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,14 @@ class UNetProtocol:
     seed: int = 0
     eval_batch_size: int = 16
     log_every: int = 50
+    memory_format: str = "auto"
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTATIONS:
             raise SynthbenchError(f"U-Net protocol: augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        if self.memory_format != "auto" and self.memory_format not in MEMORY_FORMATS:
+            raise SynthbenchError(f"U-Net protocol: memory_format must be auto or one of {tuple(MEMORY_FORMATS)}, "
+                                  f"got {self.memory_format!r}")
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise SynthbenchError(f"U-Net protocol: steps, batch_size and lr must be positive (got {self.steps}, {self.batch_size}, {self.lr})")
 
@@ -72,8 +80,12 @@ class UNetProtocol:
             return replace(cls(), **overrides)
         raise SynthbenchError(f"unknown U-Net protocol {name!r} (use 'default' or 'quick')")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, device: str | torch.device | None = None) -> dict[str, Any]:
+        """The fields (recorded with every result); with ``device``, an "auto" memory format shows
+        the layout it resolves to there (for reports)."""
         d = asdict(self)
+        if device is not None and self.memory_format == "auto":
+            d["memory_format"] = f"{memory_format(self, device)} (auto on {torch.device(device).type})"
         d["betas"] = list(self.betas)
         d["optimizer"] = "adam"
         d["loss"] = f"cross_entropy + {self.dice_weight} * soft_dice(lesion classes)"
@@ -85,6 +97,13 @@ class UNetProtocol:
         if "betas" in known:
             known["betas"] = tuple(known["betas"])
         return cls(**known)
+
+
+def memory_format(protocol: UNetProtocol, device: str | torch.device) -> str:
+    """The layout ``protocol`` trains and predicts in on ``device`` ("auto" resolved)."""
+    if protocol.memory_format != "auto":
+        return protocol.memory_format
+    return "channels_last" if torch.device(device).type == "cpu" else "contiguous"
 
 
 def lesion_targets(label: np.ndarray, lesion_ids: tuple[int, ...], num_classes: int) -> np.ndarray:
@@ -177,7 +196,9 @@ def train_unet(
     if len(images) != len(targets):
         raise SynthbenchError(f"U-Net training set: {len(images)} images but {len(targets)} targets")
     torch.manual_seed(protocol.seed)
-    model = UNet(num_targets, 1, protocol.depth, protocol.width, protocol.batch_norm).to(device)
+    layout = memory_format(protocol, device)
+    model = UNet(num_targets, 1, protocol.depth, protocol.width, protocol.batch_norm)
+    model = model.to(device, memory_format=MEMORY_FORMATS[layout])
     opt = torch.optim.Adam(model.parameters(), lr=protocol.lr, betas=protocol.betas, weight_decay=protocol.weight_decay)
     gen = torch.Generator().manual_seed(protocol.seed)
     log: list[list[float]] = []
@@ -194,7 +215,7 @@ def train_unet(
                 flip = torch.rand(len(idx), generator=gen) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
                 y = torch.where(flip[:, None, None], y.flip(-1), y)
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device).contiguous(memory_format=MEMORY_FORMATS[layout]), y.to(device)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             if protocol.dice_weight:
@@ -212,15 +233,19 @@ def train_unet(
                 running = 0.0
             bar.advance(task)
     model.eval()
-    return model, {"loss": log, "seconds": time.perf_counter() - start, "train_images": int(len(images))}
+    return model, {"loss": log, "seconds": time.perf_counter() - start, "train_images": int(len(images)),
+                   "memory_format": layout}
 
 
 @torch.no_grad()
-def predict(model: UNet, images: np.ndarray, batch_size: int = 16, device: str = "cpu") -> torch.Tensor:
-    """Arg-max segmentation int64 ``[N, H, W]`` (softmax over background + lesion classes)."""
+def predict(model: UNet, images: np.ndarray, batch_size: int = 16, device: str = "cpu",
+            memory_format: str = "contiguous") -> torch.Tensor:
+    """Arg-max segmentation int64 ``[N, H, W]`` (softmax over background + lesion classes); the input
+    in ``memory_format``, the layout the model was trained in (:func:`train_unet`'s log)."""
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(np.asarray(images[i : i + batch_size], dtype=np.float32)).unsqueeze(1).to(device)
+        x = x.contiguous(memory_format=MEMORY_FORMATS[memory_format])
         out.append(model(x).argmax(dim=1).cpu())
     return torch.cat(out) if out else torch.empty((0,) + tuple(images.shape[1:]), dtype=torch.int64)

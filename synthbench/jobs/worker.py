@@ -83,7 +83,12 @@ def serve(status_fd: int) -> int:
     stop_with_parent()
     with os.fdopen(status_fd, "w", buffering=1) as status:
         try:
-            import synthbench.compare  # noqa: F401 - torch, pandas and the engine, before the first job arrives
+            # before the first job arrives (while the comparison prepares its data): torch, pandas and
+            # the engine; torchvision (VGG, Inception, augmentation) and with it torch._dynamo, which
+            # the first optimizer would otherwise import in the middle of a job (~2.5 s together)
+            import torchvision  # noqa: F401
+
+            import synthbench.compare  # noqa: F401
             for line in sys.stdin:
                 if not line.strip():
                     continue

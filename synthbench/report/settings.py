@@ -21,7 +21,7 @@ PROTOCOL_FIELDS = ("epochs", "batch_size", "lr", "lr_schedule", "decay_start", "
                    "max_steps", "precision", "reduced_networks", "deterministic")
 #: Fields of the U-Net protocol shown (the rest are bookkeeping such as log_every).
 UNET_FIELDS = ("depth", "width", "batch_norm", "steps", "batch_size", "lr", "betas", "weight_decay", "loss", "augment",
-               "seed")
+               "seed", "memory_format")
 
 #: Units and definitions of the image-quality metrics (docs/metrics.md has the formulas).
 QUALITY_DEFINITIONS = (
@@ -74,7 +74,7 @@ def comparison_settings(protocol: Any, unet: Any, seeds: list[int], data: Any, q
     splits = {name: int(split.get("count", 0)) for name, split in data.manifest.get("splits", {}).items()}
     return {
         "protocol": protocol.to_dict(),
-        "unet": unet.to_dict(),
+        "unet": unet.to_dict(device=device),
         "seeds": [int(s) for s in seeds],
         "device": str(device),
         "data": {"size": int(data.size), "splits": splits, "spec": data.spec.name},
