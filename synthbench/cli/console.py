@@ -33,6 +33,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 ENV_PROGRESS = "SYNTHBENCH_PROGRESS"
+#: Redraws per second of a rich bar: rich's default 10 took ~5% of a core (measured), CPU that
+#: a training or a comparison's worker processes on the same cores would rather have (issue 21).
+REFRESH_PER_SECOND = 2
 
 
 def progress(*extra_columns, transient: bool = False) -> Progress | PlainProgress:
@@ -52,6 +55,7 @@ def progress(*extra_columns, transient: bool = False) -> Progress | PlainProgres
         console=err_console,
         transient=transient,
         disable=mode == "off",
+        refresh_per_second=REFRESH_PER_SECOND,
     )
 
 
