@@ -545,6 +545,14 @@ def run_comparison(cfg: CompareConfig, launch: LaunchOptions | None = None) -> C
 
 
 def _run_locked(cfg: CompareConfig, protocol, unet, started: float, launch: LaunchOptions) -> ComparisonOutcome:
+    launcher = make_launcher(launch, cfg.out_dir / "jobs")
+    if hasattr(launcher, "prestart"):  # worker processes import torch while this one imports the rest and prepares the data
+        launcher.prestart()
+    with contextlib.closing(launcher):
+        return _run_jobs(cfg, protocol, unet, started, launch, launcher)
+
+
+def _run_jobs(cfg: CompareConfig, protocol, unet, started: float, launch: LaunchOptions, launcher) -> ComparisonOutcome:
     from synthbench.report import ComparisonResults, MethodRun, render_report
     from synthbench.report.results import IMAGE_QUALITY_COLUMNS
     from synthbench.report.settings import comparison_settings
@@ -560,10 +568,7 @@ def _run_locked(cfg: CompareConfig, protocol, unet, started: float, launch: Laun
     quality: list[pd.DataFrame] = []
     downstream: list[pd.DataFrame] = []
 
-    launcher = make_launcher(launch, cfg.out_dir / "jobs")
-    if hasattr(launcher, "prestart"):  # worker processes import torch while the data is prepared
-        launcher.prestart()
-    with progress(transient=False) as bar, contextlib.closing(launcher):
+    with progress(transient=False) as bar:
         overall = bar.add_task("comparison", total=total)
         bar.update(overall, description="preparing data")
         data = prepare_data(cfg, protocol.image_size)
