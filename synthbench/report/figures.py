@@ -7,7 +7,8 @@
 * Loss curves per method from ``log.jsonl``; alpha (DESUM weight, paper Eq. for F_out) and beta
   (DFM weight, paper L_DFM) over training for runs that log them.
 
-Every figure is PNG bytes (matplotlib Agg backend), embedded in report.html as a data URI.
+Every figure is PNG bytes (curves: matplotlib Agg backend; an image grid's one-PNG form: composed with
+PIL), embedded in report.html as a data URI.
 """
 
 from __future__ import annotations
