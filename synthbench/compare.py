@@ -454,12 +454,12 @@ class ComparisonJobs:
     def unet_jobs(self, seed: int, label: str | None = None, synth: Job | None = None) -> list[Job]:
         """The new U-Net trainings of ``seed`` that use ``label``'s synthesis (None: those on real
         images only). A planning error is left to the experiment's own job, which reports it."""
+        from synthbench.downstream.experiment import plan_configurations
+
         synthetic = {label: str(self.run_dirs[(label, seed)] / "synthesis" / QUALITY_SPLIT)} if label else {}
         jobs = []
         for experiment in self.cfg.experiments:
             try:
-                from synthbench.downstream.experiment import plan_configurations
-
                 plan = plan_configurations(self.data, experiment, synthetic, self.cfg.ratios, seed, self.unet,
                                            self.seg_folds, methods=self.labels)
             except SynthbenchError:

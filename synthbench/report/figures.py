@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from synthbench.data.spec import DatasetSpec  # noqa: E402
@@ -186,8 +186,6 @@ GRID_CELL = 176
 
 
 def _font(size: int):
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)  # scalable with FreeType (Pillow >= 10.1)
     except (TypeError, ImportError, OSError):
